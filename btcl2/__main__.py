@@ -1,0 +1,3 @@
+from btcl2.cli import main
+
+main()
