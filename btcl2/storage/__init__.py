@@ -1,0 +1,1 @@
+"""LevelDB storage: one wrapper, one key schema, atomic write batches."""

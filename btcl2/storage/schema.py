@@ -1,0 +1,11 @@
+"""Key prefixes of every LevelDB database btcl2 keeps, in one place so none collide."""
+
+# The embedded regtest node's index (DIR/regtest/btcl2-index).
+REGTEST_BLOCK = b"B"  # block hash -> raw block
+REGTEST_HEADER = b"H"  # block hash -> HeaderEntry
+REGTEST_COIN = b"U"  # outpoint (txid + vout LE32) -> Coin
+REGTEST_UNDO = b"D"  # block hash -> spent coins of the block, in input order
+REGTEST_TX = b"T"  # txid -> hash of the active-chain block that holds it
+REGTEST_INVALID = b"I"  # block hash -> b"" for blocks marked invalid by invalidateblock
+REGTEST_TIP = b"t"  # -> hash of the block the coin index is at
+REGTEST_SEQUENCE = b"s"  # -> next block arrival sequence number (tie-break between equal-work tips)
