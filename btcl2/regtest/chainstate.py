@@ -255,7 +255,9 @@ class Chainstate:
         if self.entry(genesis) is None:
             raw = self.kernel.read_block(0)
             self._store_block(Block.decode(raw), raw)
-            self._connect(Block.decode(raw), 0)
+            # The genesis coinbase is not spendable and, as in Core, never enters the coin set.
+            with self.db.batch() as wb:
+                wb.put(S.REGTEST_TIP, genesis)
 
     def _branch_to(self, tip_hash: bytes) -> list[HeaderEntry]:
         """Stored blocks from just above the kernel's active chain up to tip_hash, lowest first."""

@@ -345,10 +345,15 @@ def _check_inputs(tx: Tx, spent: list[TxOut], coins: list[Coin | None], spend_he
 
 
 def _check_scripts(tx: Tx, spent: list[TxOut]) -> None:
-    for i in range(len(tx.vin)):
-        if not verify_input(tx, i, spent):
-            reason = failure_reason(tx, i, spent[i])
-            raise TxRejected(f"mempool-script-verify-flag-failed ({reason})", f"input {i}")
-        policy = policy_signature_error(tx, i)
-        if policy is not None:
-            raise TxRejected(f"mempool-script-verify-flag-failed ({policy})", f"input {i}")
+    for i, txin in enumerate(tx.vin):
+        reason = (
+            failure_reason(tx, i, spent[i])
+            if not verify_input(tx, i, spent)
+            else policy_signature_error(tx, i)
+        )
+        if reason is not None:
+            where = (
+                f"input {i} of {tx.txid_hex} (wtxid {tx.wtxid_hex}), "
+                f"spending {txin.prevout.txid_hex}:{txin.prevout.vout}"
+            )
+            raise TxRejected(f"mempool-script-verify-flag-failed ({reason})", where)

@@ -5,18 +5,24 @@ mempool are never seen half-updated.
 """
 
 import logging
+import os
+import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from btcl2.bitcoin.block import Block
+from btcl2.bitcoin.serialize import ByteReader, ser_bytes, ser_compact_size
 from btcl2.bitcoin.tx import OutPoint, Tx, TxOut
+from btcl2.errors import DecodeError
 from btcl2.regtest import miner
 from btcl2.regtest.chainstate import Chainstate, ChainUpdate
 from btcl2.regtest.coins import Coin
 from btcl2.regtest.mempool import ChainView, Mempool, TxRejected
 
 log = logging.getLogger(__name__)
+
+MEMPOOL_FILE_VERSION = b"btcl2-mempool-1\n"
 
 
 @dataclass(frozen=True)
@@ -36,9 +42,50 @@ class Node:
         self.chain = Chainstate(datadir)
         self.mempool = Mempool()
         self.started = time.time()
+        self._load_mempool()
 
     def close(self) -> None:
+        self._save_mempool()
         self.chain.close()
+
+    # ------------------------------------------------------------- mempool.dat
+
+    @property
+    def _mempool_file(self) -> Path:
+        return self.datadir / "mempool.dat"
+
+    def _save_mempool(self) -> None:
+        """Write the pool on a clean stop (like Core's -persistmempool), atomically via a temporary file."""
+        entries = sorted(self.mempool.entries.values(), key=lambda e: e.sequence)
+        body = ser_compact_size(len(entries)) + b"".join(
+            struct.pack("<q", e.time) + ser_bytes(e.tx.encode()) for e in entries
+        )
+        tmp = self._mempool_file.with_suffix(".new")
+        with tmp.open("wb") as f:
+            f.write(MEMPOOL_FILE_VERSION + body)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(self._mempool_file)
+
+    def _load_mempool(self) -> None:
+        """Re-admit the saved pool; transactions the chain has since confirmed or invalidated are dropped."""
+        try:
+            data = self._mempool_file.read_bytes()
+        except FileNotFoundError:
+            return
+        try:
+            if not data.startswith(MEMPOOL_FILE_VERSION):
+                raise DecodeError("unknown mempool file version")
+            r = ByteReader(data[len(MEMPOOL_FILE_VERSION) :])
+            saved = [(r.i64(), Tx.decode(r.var_bytes())) for _ in range(r.compact_size())]
+            r.end()
+        except DecodeError as e:
+            log.warning("ignoring unreadable %s: %s", self._mempool_file, e)
+            return
+        for entry_time, tx in saved:
+            self._readmit(tx, bypass_limits=False)
+            if tx.txid in self.mempool.entries:
+                self.mempool.entries[tx.txid].time = entry_time
 
     # ------------------------------------------------------------- transactions
 

@@ -1,5 +1,7 @@
 """Blockchain RPCs of the embedded node: chain info, blocks, headers, coins, invalidate/reconsider."""
 
+import hashlib
+import struct
 from typing import TYPE_CHECKING, Any
 
 from btcl2.bitcoin.descriptor import infer_descriptor, parse_scan_objects
@@ -279,3 +281,49 @@ def reconsiderblock(srv: "RPCServer", blockhash: str) -> None:
     if srv.node.chain.entry(block_hash) is None:
         raise RPCError(RPC_INVALID_ADDRESS_OR_KEY, "Block not found")
     srv.node.reconsider(block_hash)
+
+
+@rpc(
+    "gettxoutsetinfo",
+    "blockchain",
+    Arg("hash_type", "str"),
+    Arg("hash_or_height", "any"),
+    Arg("use_index", "bool"),
+    summary="Returns statistics about the unspent transaction output set.",
+)
+def gettxoutsetinfo(
+    srv: "RPCServer", hash_type: str | None, hash_or_height: Any, use_index: bool | None
+) -> Any:
+    hash_type = hash_type or "hash_serialized_3"
+    if hash_type not in ("hash_serialized_3", "none", "muhash"):
+        raise RPCError(RPC_INVALID_PARAMETER, f"'{hash_type}' is not a valid hash_type")
+    if hash_type == "muhash":
+        raise RPCError(RPC_INVALID_PARAMETER, "hash_type muhash is not supported by this node")
+    if hash_or_height is not None:
+        raise RPCError(RPC_INVALID_PARAMETER, "Querying specific block heights requires coinstatsindex")
+    chain = srv.node.chain
+    # The coin index iterates in (txid, vout) order, the order of Core's chainstate keys.
+    hasher = hashlib.sha256()
+    txouts = bogosize = total = 0
+    txids: set[bytes] = set()
+    for op, coin in chain.iter_coins():
+        txouts += 1
+        txids.add(op.txid)
+        total += coin.out.value
+        bogosize += 50 + len(coin.out.script_pubkey)
+        if hash_type == "hash_serialized_3":
+            hasher.update(
+                op.encode() + struct.pack("<I", (coin.height << 1) | coin.is_coinbase) + coin.out.encode()
+            )
+    out: dict[str, Any] = {
+        "height": chain.height,
+        "bestblock": chain.tip[::-1].hex(),
+        "txouts": txouts,
+        "bogosize": bogosize,
+    }
+    if hash_type == "hash_serialized_3":
+        out["hash_serialized_3"] = hashlib.sha256(hasher.digest()).digest()[::-1].hex()
+    out["total_amount"] = btc(total)
+    out["transactions"] = len(txids)
+    out["disk_size"] = sum(f.stat().st_size for f in (chain.datadir / "btcl2-index").glob("*"))
+    return out

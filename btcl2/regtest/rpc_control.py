@@ -65,7 +65,16 @@ def getnetworkinfo(srv: "RPCServer") -> dict[str, Any]:
         "connections": 0,
         "connections_in": 0,
         "connections_out": 0,
-        "networks": [],
+        "networks": [
+            {
+                "name": name,
+                "limited": name != "ipv4" and name != "ipv6",
+                "reachable": name in ("ipv4", "ipv6"),
+                "proxy": "",
+                "proxy_randomize_credentials": False,
+            }
+            for name in ("ipv4", "ipv6", "onion", "i2p", "cjdns")
+        ],
         "relayfee": btc(MIN_RELAY_FEE_PER_KVB),
         "incrementalfee": btc(INCREMENTAL_RELAY_FEE_PER_KVB),
         "localaddresses": [],

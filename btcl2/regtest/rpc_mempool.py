@@ -108,5 +108,4 @@ def getmempoolinfo(srv: "RPCServer") -> dict[str, Any]:
         "limitclustercount": 64,
         "limitclustersize": 101000,
         "optimal": True,
-        "fullrbf": True,
     }
