@@ -13,11 +13,22 @@ def main() -> None:
     width = max(len(f.name) for f in figures)
     print(f"{'figure':<{width}}  {'value':>10}  {'bound':>10}  ratio  bound is")
     for f in figures:
-        print(f"{f.name:<{width}}  {f.value:>10.1f}  {f.bound:>10.1f}  {f.ratio:5.2f}  {f.bound_name} ({f.unit})")
+        print(
+            f"{f.name:<{width}}  {f.value:>10.1f}  {f.bound:>10.1f}  {f.ratio:5.2f}  {f.bound_name} ({f.unit})"
+        )
     out = Path("bench/results.json")
     out.parent.mkdir(exist_ok=True)
-    rows = [{"name": f.name, "value": f.value, "unit": f.unit, "bound": f.bound, "bound_name": f.bound_name,
-             "ratio": f.ratio} for f in figures]
+    rows = [
+        {
+            "name": f.name,
+            "value": f.value,
+            "unit": f.unit,
+            "bound": f.bound,
+            "bound_name": f.bound_name,
+            "ratio": f.ratio,
+        }
+        for f in figures
+    ]
     out.write_text(json.dumps(rows, indent=2) + "\n")
     print(f"written {out}")
 

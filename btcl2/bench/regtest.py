@@ -77,10 +77,14 @@ def measure(workdir: Path, txs_per_run: int = 300, runs: int = 3) -> list[Figure
             batch = _spends(key, spk, coins[r * txs_per_run : (r + 1) * txs_per_run])
             accept.append(len(batch) / _time(lambda b=batch: [node.accept_tx(t) for t in b]))
             prev = {t.txid: [coins[r * txs_per_run + i][1]] for i, t in enumerate(batch)}
-            raw_verify.append(len(batch) / _time(lambda b=batch: [verify_input(t, 0, prev[t.txid]) for t in b]))
+            raw_verify.append(
+                len(batch) / _time(lambda b=batch, p=prev: [verify_input(t, 0, p[t.txid]) for t in b])
+            )
             node.mine(spk)
         start_height = node.chain.height
-        empty_rate = statistics.median(20 / _time(lambda: [node.mine(spk) for _ in range(20)]) for _ in range(runs))
+        empty_rate = statistics.median(
+            20 / _time(lambda: [node.mine(spk) for _ in range(20)]) for _ in range(runs)
+        )
         full_blocks = []
         rest = coins[txs_per_run * runs :]
         for b in range(5):
@@ -94,7 +98,13 @@ def measure(workdir: Path, txs_per_run: int = 300, runs: int = 3) -> list[Figure
         node.close()
     kernel_rate_empty, kernel_rate_full = _kernel_only(workdir / "kernel", raws, start_height)
     return [
-        Figure("regtest blocks/s (coinbase only)", empty_rate, "blocks/s", "kernel-only validation", kernel_rate_empty),
+        Figure(
+            "regtest blocks/s (coinbase only)",
+            empty_rate,
+            "blocks/s",
+            "kernel-only validation",
+            kernel_rate_empty,
+        ),
         Figure(
             "regtest blocks/s (100 tx/block)",
             statistics.median(full_blocks),
@@ -137,6 +147,3 @@ def _kernel_only(path: Path, raws: list[bytes | None], empty_from: int) -> tuple
 def run() -> list[Figure]:
     with tempfile.TemporaryDirectory(prefix="btcl2-bench-") as d:
         return measure(Path(d))
-
-
-

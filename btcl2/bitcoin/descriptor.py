@@ -7,6 +7,7 @@ error messages; ranged (xpub) and script-tree descriptors are out of scope.
 """
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 import coincurve
 
@@ -346,19 +347,19 @@ def _check_range(value: object) -> None:
         raise DescriptorError("Range is too large", RPC_INVALID_PARAMETER)
 
 
-def _json_type(value: object) -> str:
+def json_type(value: object) -> str:
     """UniValue's name for the JSON type of a decoded value, as used in Core's type errors."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "bool"
-    if isinstance(value, int | float):
+    if isinstance(value, int | float | Decimal):
         return "number"
-    if isinstance(value, dict):
-        return "object"
-    if isinstance(value, list):
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list | tuple):
         return "array"
-    return "string"
+    return "object"
 
 
 def parse_descriptor(desc: str, network: Network) -> list[ScanTarget]:
@@ -387,7 +388,7 @@ def _scan_object_desc(obj: object) -> str:
     if desc is None:
         raise DescriptorError("Descriptor needs to be provided in scan object", RPC_INVALID_PARAMETER)
     if not isinstance(desc, str):
-        message = f"JSON value of type {_json_type(desc)} is not of expected type string"
+        message = f"JSON value of type {json_type(desc)} is not of expected type string"
         raise DescriptorError(message, RPC_TYPE_ERROR)
     if obj.get("range") is not None:
         _check_range(obj["range"])

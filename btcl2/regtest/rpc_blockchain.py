@@ -9,7 +9,7 @@ from btcl2.bitcoin.rpc import RPCError
 from btcl2.bitcoin.tx import OutPoint
 from btcl2.bitcoin.univ import SpentOutput, btc, script_pubkey_to_univ, tx_to_univ
 from btcl2.regtest.coins import bits_to_target, decode_undo
-from btcl2.regtest.rpc_util import NETWORK, difficulty, header_to_univ, parse_hash
+from btcl2.regtest.rpc_util import NETWORK, difficulty, header_to_univ, parse_hash, parse_verbosity
 from btcl2.regtest.rpcargs import RPC_INVALID_ADDRESS_OR_KEY, RPC_INVALID_PARAMETER, Arg, registry
 from btcl2.storage import schema as S
 
@@ -101,16 +101,6 @@ def getblockheader(srv: "RPCServer", blockhash: str, verbose: bool | None) -> An
     return header_to_univ(chain, e)
 
 
-def _verbosity(value: Any, default: int) -> int:
-    if value is None:
-        return default
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, int):
-        return value
-    raise RPCError(-3, f"JSON value of type {type(value).__name__} is not of expected type number")
-
-
 @rpc(
     "getblock",
     "blockchain",
@@ -125,7 +115,7 @@ def getblock(srv: "RPCServer", blockhash: str, verbosity: Any) -> Any:
     raw = chain.raw_block(block_hash)
     if e is None or raw is None:
         raise RPCError(RPC_INVALID_ADDRESS_OR_KEY, "Block not found")
-    level = _verbosity(verbosity, 1)
+    level = parse_verbosity(verbosity, 1)
     if level <= 0:
         return raw.hex()
     block = chain.block(block_hash)

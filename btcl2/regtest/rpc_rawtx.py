@@ -18,6 +18,7 @@ from btcl2.regtest.rpc_util import (
     decode_tx,
     parse_hash,
     parse_hex,
+    parse_verbosity,
     script_for_address,
 )
 from btcl2.regtest.rpcargs import (
@@ -42,16 +43,6 @@ SEQUENCE_NONFINAL = 0xFFFFFFFE
 SEQUENCE_RBF = 0xFFFFFFFD
 
 
-def _tx_verbosity(value: Any) -> int:
-    if value is None:
-        return 0
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, int):
-        return value
-    raise RPCError(-3, f"JSON value of type {type(value).__name__} is not of expected type number")
-
-
 @rpc(
     "getrawtransaction",
     "rawtransactions",
@@ -64,7 +55,7 @@ def getrawtransaction(srv: "RPCServer", txid_hex: str, verbosity: Any, blockhash
     node = srv.node
     chain = node.chain
     txid = parse_hash(txid_hex, "parameter 1")
-    level = _tx_verbosity(verbosity)
+    level = parse_verbosity(verbosity, 0)
     block_hash = None
     if blockhash is not None:
         block_hash = parse_hash(blockhash, "parameter 3")

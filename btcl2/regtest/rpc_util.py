@@ -5,6 +5,7 @@ from typing import Any
 
 from btcl2.bitcoin.address import REGTEST, InvalidAddress, address_to_script
 from btcl2.bitcoin.block import Block
+from btcl2.bitcoin.descriptor import json_type
 from btcl2.bitcoin.rpc import RPCError
 from btcl2.bitcoin.tx import MAX_MONEY, Tx
 from btcl2.bitcoin.univ import btc
@@ -37,9 +38,18 @@ def parse_hash(value: Any, name: str) -> bytes:
 
 
 def _t(value: Any) -> str:
-    from btcl2.regtest.rpcargs import json_type
-
     return json_type(value)
+
+
+def parse_verbosity(value: Any, default: int) -> int:
+    """Core's ParseVerbosity with allow_bool: null -> default, true/false -> 1/0, else an integer."""
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    raise RPCError(RPC_TYPE_ERROR, f"JSON value of type {json_type(value)} is not of expected type number")
 
 
 def parse_hex(value: str, name: str) -> bytes:

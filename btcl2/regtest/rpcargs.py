@@ -7,9 +7,9 @@ positional list the handler receives, raising the same errors Core's RPCHelpMan 
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
+from btcl2.bitcoin.descriptor import json_type
 from btcl2.bitcoin.rpc import RPCError
 
 # Core's RPCErrorCode values used by the node.
@@ -42,21 +42,6 @@ _EXPECTED = {
     "range": None,
     "any": None,
 }
-
-
-def json_type(value: Any) -> str:
-    """UniValue's name for a decoded JSON value's type."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int | float | Decimal):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
 
 
 @dataclass(frozen=True)
