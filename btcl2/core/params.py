@@ -1,0 +1,56 @@
+"""Rollup parameters shared by every role; one frozen value, built once and passed explicitly."""
+
+from dataclasses import dataclass
+
+from btcl2.core.federation import federation_script, federation_script_pubkey
+
+DEVNET_CHAIN_ID = 7702
+"""EIP-712 chain id of the devnet rollup (not an EVM chain id in use; production configs pick their own)."""
+
+DEVNET_FEDERATION_PUBKEYS: tuple[bytes, ...] = (
+    bytes.fromhex("029511bd2724a053cceb9839009e24f2ef065bc772ddcf5213e9d82d104ba68cb5"),
+    bytes.fromhex("038b8a89bada505d8fb1a6fc9cb1635582b7ea069b6ecce8a7558e00b3fd245c87"),
+    bytes.fromhex("029cef184e05fedabb85445743e72aec4c95507646f9c74140ce5b274a8325eab0"),
+)
+"""Keys i = 1..3 with secret sha256(b"btcl2 devnet federation %d" % i): public knowledge, devnet only."""
+
+DEVNET_FEE_ACCOUNT = bytes.fromhex("325ffe3ec027610cab38a80327e7a20e41962e1b")
+"""The address of secret sha256(b"btcl2 devnet fees"): public knowledge, devnet only."""
+
+
+@dataclass(frozen=True, slots=True)
+class Params:
+    """Rollup parameters; the defaults are the devnet's."""
+
+    network: str = "regtest"
+    """Bitcoin network name as Bitcoin Core spells it (main, test, testnet4, signet, regtest)."""
+    l2_chain_id: int = DEVNET_CHAIN_ID
+    """The chainId of the EIP-712 domain every L2 transaction is signed under."""
+    k_deposit_confs: int = 2
+    """Confirmations a deposit needs before a batch must credit it (6 on mainnet-like configs)."""
+    f_anchor_confs: int = 2
+    """Confirmations an anchor needs before its batch is final and its withdrawals are paid."""
+    min_deposit_sats: int = 10_000
+    """Deposits paying the federation less than this are never credited (they stay unclaimed)."""
+    min_withdrawal_sats: int = 10_000
+    """Smallest withdrawal amount, so that every payout output is above Bitcoin's dust limit."""
+    max_l1_origin_lag: int = 12
+    """A batch's L1 origin height may be at most this many blocks below the Bitcoin tip it was checked at."""
+    max_batch_txs: int = 10_000
+    """Most transactions one batch may hold."""
+    federation_pubkeys: tuple[bytes, ...] = DEVNET_FEDERATION_PUBKEYS
+    """The N federation keys (33-byte compressed); their order does not matter, the script sorts them."""
+    federation_m: int = 2
+    """How many federation signatures a payout needs."""
+    fee_account: bytes = DEVNET_FEE_ACCOUNT
+    """The L2 address every transaction fee is credited to (the sequencer operator's account)."""
+
+    @property
+    def federation_script(self) -> bytes:
+        """The federation's witness script (sorted multisig)."""
+        return federation_script(self.federation_pubkeys, self.federation_m)
+
+    @property
+    def federation_script_pubkey(self) -> bytes:
+        """The P2WSH scriptPubKey deposits pay."""
+        return federation_script_pubkey(self.federation_pubkeys, self.federation_m)
