@@ -9,3 +9,11 @@ REGTEST_TX = b"T"  # txid -> hash of the active-chain block that holds it
 REGTEST_INVALID = b"I"  # block hash -> b"" for blocks marked invalid by invalidateblock
 REGTEST_TIP = b"t"  # -> hash of the block the coin index is at
 REGTEST_SEQUENCE = b"s"  # -> next block arrival sequence number (tie-break between equal-work tips)
+
+# The Bitcoin watcher's database (btcl2/watcher): its header chain, event log and delivery progress.
+WATCHER_HEIGHT = b"wh"  # height (u32 BE) -> block hash of our chain at that height
+WATCHER_BLOCK = b"wb"  # block hash -> BlockRecord (height, header, deposit txs, confirmed flag)
+WATCHER_TIP = b"wt"  # -> block hash of our tip
+WATCHER_EVENT = b"we"  # sequence number (u64 BE) -> encoded event, kept until delivery is acknowledged
+WATCHER_NEXT_SEQ = b"ws"  # -> next event sequence number (u64 BE)
+WATCHER_DELIVERED = b"wd"  # -> first sequence number not yet known to be delivered (u64 BE)
