@@ -72,10 +72,15 @@ class Entry:
     """Chain height when it entered."""
     sequence: int
     """Arrival order."""
+    weight: int = 0
+    """BIP141 weight, computed once on entry (serializing is the costly part of block assembly)."""
+
+    def __post_init__(self) -> None:
+        self.weight = self.tx.weight
 
     @property
     def vsize(self) -> int:
-        return self.tx.vsize
+        return (self.weight + 3) // 4
 
 
 @dataclass
@@ -242,7 +247,7 @@ class Mempool:
             assert best is not None
             pkg = sorted(best[2], key=lambda t: (len(self.ancestors(t)), self.entries[t].sequence))
             remaining -= set(pkg)
-            pkg_weight = sum(self.entries[t].tx.weight for t in pkg)
+            pkg_weight = sum(self.entries[t].weight for t in pkg)
             if weight + pkg_weight > max_weight:
                 continue
             weight += pkg_weight

@@ -21,7 +21,7 @@ def _chunks(srv: "RPCServer") -> dict[bytes, tuple[int, int]]:
     out = {}
     for pkg in pool.select(max_weight=1 << 62):
         fee = sum(pool.entries[t].fee for t in pkg)
-        weight = sum(pool.entries[t].tx.weight for t in pkg)
+        weight = sum(pool.entries[t].weight for t in pkg)
         for t in pkg:
             out[t] = (fee, weight)
     return out
@@ -35,7 +35,7 @@ def _entry(srv: "RPCServer", txid: bytes, chunks: dict[bytes, tuple[int, int]]) 
     chunk_fee, chunk_weight = chunks[txid]
     return {
         "vsize": e.vsize,
-        "weight": e.tx.weight,
+        "weight": e.weight,
         "time": e.time,
         "height": e.height,
         "descendantcount": len(desc) + 1,
