@@ -14,8 +14,19 @@ def cli() -> None:
 def _register() -> None:
     """Each role package owns its commands; the entry point only gathers them."""
     from btcl2.regtest.cli import regtest
+    from btcl2.sequencer.cli import sequencer
+    from btcl2.wallet import cli as wallet_cli
+    from btcl2.wallet import cli_l2 as l2_cli
 
     cli.add_command(regtest)
+    cli.add_command(sequencer)
+    cli.add_command(wallet_cli.keys)
+    cli.add_command(wallet_cli.wallet)
+    cli.add_command(wallet_cli.deposit)
+    regtest.add_command(wallet_cli.fund)
+    cli.add_command(l2_cli.transfer)
+    cli.add_command(l2_cli.balance)
+    cli.add_command(l2_cli.tx)
 
 
 _register()

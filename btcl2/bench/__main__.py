@@ -5,11 +5,13 @@ import logging
 from pathlib import Path
 
 from btcl2.bench import regtest
+from btcl2.bench import sequencer as sequencer_bench
 
 
 def main() -> None:
     logging.getLogger("bitcoinkernel").setLevel(logging.WARNING)
     figures = regtest.run()
+    figures += sequencer_bench.run()
     width = max(len(f.name) for f in figures)
     print(f"{'figure':<{width}}  {'value':>10}  {'bound':>10}  ratio  bound is")
     for f in figures:

@@ -17,3 +17,17 @@ WATCHER_TIP = b"wt"  # -> block hash of our tip
 WATCHER_EVENT = b"we"  # sequence number (u64 BE) -> encoded event, kept until delivery is acknowledged
 WATCHER_NEXT_SEQ = b"ws"  # -> next event sequence number (u64 BE)
 WATCHER_DELIVERED = b"wd"  # -> first sequence number not yet known to be delivered (u64 BE)
+
+# The sequencer's database (btcl2/sequencer): sealed batches, their indexes, the state tree, deposits.
+# Every sealed batch and the state it produces are written in one atomic batch (see btcl2/sequencer/store.py).
+SEQ_META = b"Sm"  # name -> value: head batch number, last applied watcher event, start height
+SEQ_BATCH = b"Sb"  # batch number (u64 BE) -> Batch encoding
+SEQ_TX = b"St"  # tx hash -> TxRecord (status, batch, index, sender, reason)
+SEQ_NODE = b"Sn"  # SMT node hash -> node encoding (hash preimage); never deleted, so old roots stay readable
+SEQ_ACCOUNT = b"Sa"  # account leaf value (keccak256 of the encoding) -> Account encoding (16 bytes)
+SEQ_WITHDRAWAL = b"Sw"  # withdrawal id -> WithdrawalRecord encoding
+SEQ_DEPOSIT = b"Sd"  # outpoint (txid + vout u32 LE) -> DepositRecord
+SEQ_BLOCK_DEPOSIT = (
+    b"Sk"  # block hash + outpoint -> b"": deposits seen in a block, to drop them on disconnect
+)
+SEQ_PENDING = b"Sp"  # height (u32 BE) + position (u32 BE) -> outpoint: confirmed deposits not yet credited

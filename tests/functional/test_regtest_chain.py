@@ -26,8 +26,21 @@ from btcl2.bitcoin.tx import Tx
 pytestmark = pytest.mark.functional
 
 HEADER_FIELDS = {
-    "hash", "confirmations", "height", "version", "versionHex", "merkleroot", "time", "mediantime", "nonce",
-    "bits", "target", "difficulty", "chainwork", "nTx", "previousblockhash",
+    "hash",
+    "confirmations",
+    "height",
+    "version",
+    "versionHex",
+    "merkleroot",
+    "time",
+    "mediantime",
+    "nonce",
+    "bits",
+    "target",
+    "difficulty",
+    "chainwork",
+    "nTx",
+    "previousblockhash",
 }
 BLOCK_FIELDS = HEADER_FIELDS | {"strippedsize", "size", "weight", "coinbase_tx", "tx"}
 TX_FIELDS = {"txid", "hash", "version", "size", "vsize", "weight", "locktime", "vin", "vout", "hex"}
@@ -50,7 +63,10 @@ def test_getblock_verbosity(node: RegtestNode, pool: CoinPool) -> None:
     assert set(v1) == BLOCK_FIELDS
     assert v1["tx"] == [block.txs[0].txid_hex, txid]
     assert (v1["nTx"], v1["size"], v1["strippedsize"], v1["weight"]) == (
-        2, block.size, block.stripped_size, block.weight,
+        2,
+        block.size,
+        block.stripped_size,
+        block.weight,
     )
     assert (v1["confirmations"], v1["height"]) == (1, node.rpc.call("getblockcount"))
     assert v1["merkleroot"] == block.header.merkle_root[::-1].hex()
@@ -106,8 +122,17 @@ def test_scantxoutset(node: RegtestNode, pool: CoinPool) -> None:
     by_vout = {u["vout"]: u for u in res["unspents"]}
     assert set(by_vout) == {0, 1}
     for vout, u in by_vout.items():
-        assert set(u) == {"txid", "vout", "scriptPubKey", "desc", "amount", "coinbase", "height", "blockhash",
-                          "confirmations"}
+        assert set(u) == {
+            "txid",
+            "vout",
+            "scriptPubKey",
+            "desc",
+            "amount",
+            "coinbase",
+            "height",
+            "blockhash",
+            "confirmations",
+        }
         assert (u["txid"], u["height"], u["blockhash"], u["confirmations"]) == (txid, height, block, 1)
         assert u["coinbase"] is False
         assert u["amount"] == btc(1_000_000 * (vout + 1))
@@ -128,7 +153,9 @@ def test_estimatesmartfee_shape(node: RegtestNode) -> None:
     else:
         assert res == {"errors": ["Insufficient data or no feerate found"], "blocks": res["blocks"]}
     assert node.rpc.call("estimatesmartfee", 2, "economical")["blocks"] >= 0
-    assert_rpc_error(-8, "Invalid conf_target, must be between 1 and 1008", node.rpc.call, "estimatesmartfee", 0)
+    assert_rpc_error(
+        -8, "Invalid conf_target, must be between 1 and 1008", node.rpc.call, "estimatesmartfee", 0
+    )
 
 
 def test_generateblock_raw_tx_and_mempool_txid(node: RegtestNode, pool: CoinPool) -> None:
@@ -141,8 +168,12 @@ def test_generateblock_raw_tx_and_mempool_txid(node: RegtestNode, pool: CoinPool
     assert node.rpc.call("getblock", res["hash"])["tx"][1:] == [raw_txid, in_pool]
     assert in_pool not in node.rpc.call("getrawmempool")
     assert_rpc_error(
-        -5, f"Transaction {'55' * 32} not in mempool.", node.rpc.call,
-        "generateblock", pool.key.p2wpkh_address, ["55" * 32],
+        -5,
+        f"Transaction {'55' * 32} not in mempool.",
+        node.rpc.call,
+        "generateblock",
+        pool.key.p2wpkh_address,
+        ["55" * 32],
     )
     empty = node.rpc.call("generateblock", pool.key.p2pkh_address, [])
     assert node.rpc.call("getblock", empty["hash"])["nTx"] == 1
@@ -185,8 +216,10 @@ def test_submitblock_hand_built(node: RegtestNode) -> None:
     nonce = 0
     while int.from_bytes(broken.header.hash, "little") > target:
         nonce += 1
-        broken = Block(BlockHeader(header.version, header.prev_hash, b"\x00" * 32, header.time, header.bits,
-                                   nonce), bad.txs)
+        broken = Block(
+            BlockHeader(header.version, header.prev_hash, b"\x00" * 32, header.time, header.bits, nonce),
+            bad.txs,
+        )
     assert node.rpc.call("submitblock", broken.encode().hex()) == "bad-txnmrklroot"
     assert node.rpc.call("getbestblockhash") == block.hash_hex
 

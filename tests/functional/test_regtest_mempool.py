@@ -29,14 +29,38 @@ from btcl2.bitcoin.tx import Tx
 pytestmark = pytest.mark.functional
 
 MEMPOOL_ENTRY_FIELDS = {
-    "vsize", "weight", "time", "height", "descendantcount", "descendantsize", "ancestorcount", "ancestorsize",
-    "wtxid", "chunkweight", "fees", "depends", "spentby", "unbroadcast",
+    "vsize",
+    "weight",
+    "time",
+    "height",
+    "descendantcount",
+    "descendantsize",
+    "ancestorcount",
+    "ancestorsize",
+    "wtxid",
+    "chunkweight",
+    "fees",
+    "depends",
+    "spentby",
+    "unbroadcast",
 }
 MEMPOOL_FEE_FIELDS = {"base", "modified", "ancestor", "descendant", "chunk"}
 MEMPOOL_INFO_FIELDS = {
-    "loaded", "size", "bytes", "usage", "total_fee", "maxmempool", "mempoolminfee", "minrelaytxfee",
-    "incrementalrelayfee", "unbroadcastcount", "permitbaremultisig", "maxdatacarriersize", "limitclustercount",
-    "limitclustersize", "optimal",
+    "loaded",
+    "size",
+    "bytes",
+    "usage",
+    "total_fee",
+    "maxmempool",
+    "mempoolminfee",
+    "minrelaytxfee",
+    "incrementalrelayfee",
+    "unbroadcastcount",
+    "permitbaremultisig",
+    "maxdatacarriersize",
+    "limitclustercount",
+    "limitclustersize",
+    "optimal",
 }
 TX_FIELDS = {"txid", "hash", "version", "size", "vsize", "weight", "locktime", "vin", "vout"}
 
@@ -55,13 +79,17 @@ def test_mine_101_blocks_to_address(node: RegtestNode) -> None:
     assert node.rpc.call("getbestblockhash") == hashes[-1]
     assert node.rpc.call("getblockhash", start + 1) == hashes[0]
     for i in (0, 1):
-        _, hexstr = spend_coinbase(node, coinbase_coin(node, hashes[i], key), key.p2pkh_address, broadcast=False)
+        _, hexstr = spend_coinbase(
+            node, coinbase_coin(node, hashes[i], key), key.p2pkh_address, broadcast=False
+        )
         assert node.rpc.call("testmempoolaccept", [hexstr])[0]["allowed"] is True
     _, hexstr = spend_coinbase(node, coinbase_coin(node, hashes[2], key), key.p2pkh_address, broadcast=False)
     res = node.rpc.call("testmempoolaccept", [hexstr])[0]
     assert res["allowed"] is False
     assert res["reject-reason"] == "bad-txns-premature-spend-of-coinbase"
-    assert res["reject-details"] == "bad-txns-premature-spend-of-coinbase, tried to spend coinbase at depth 99"
+    assert (
+        res["reject-details"] == "bad-txns-premature-spend-of-coinbase, tried to spend coinbase at depth 99"
+    )
 
 
 def test_spend_coinbase_and_confirm(node: RegtestNode, pool: CoinPool) -> None:
@@ -196,8 +224,13 @@ def test_dust_output_rejected(node: RegtestNode, pool: CoinPool) -> None:
     err = assert_rpc_error(-26, None, node.rpc.call, "sendrawtransaction", one)
     assert err.message == "dust, tx with dust output must be 0-fee"
     two = create_tx(
-        node, [coin],
-        [{a.p2wpkh_address: btc(coin.value - 2_200)}, {b.p2pkh_address: btc(100)}, {a.p2pkh_address: btc(100)}],
+        node,
+        [coin],
+        [
+            {a.p2wpkh_address: btc(coin.value - 2_200)},
+            {b.p2pkh_address: btc(100)},
+            {a.p2pkh_address: btc(100)},
+        ],
     )
     err = assert_rpc_error(-26, None, node.rpc.call, "sendrawtransaction", two)
     assert err.message == "dust"
@@ -313,8 +346,11 @@ def test_getrawtransaction_mempool_and_chain(node: RegtestNode, pool: CoinPool) 
     assert prevout["scriptPubKey"]["hex"] == coin.script_pubkey
     assert 0 < prevout["height"] < node.rpc.call("getblockcount")
     assert_rpc_error(
-        -5, "No such mempool or blockchain transaction. Use gettransaction for wallet transactions.",
-        node.rpc.call, "getrawtransaction", "33" * 32,
+        -5,
+        "No such mempool or blockchain transaction. Use gettransaction for wallet transactions.",
+        node.rpc.call,
+        "getrawtransaction",
+        "33" * 32,
     )
 
 
@@ -338,7 +374,10 @@ def test_decoderawtransaction(node: RegtestNode, pool: CoinPool) -> None:
     assert out["n"] == 0 and out["value"] == btc(coin.value - 1_500)
     assert out["scriptPubKey"]["type"] == "pubkeyhash"
     assert out["scriptPubKey"]["address"] == dest.p2pkh_address
-    assert out["scriptPubKey"]["asm"] == f"OP_DUP OP_HASH160 {dest.p2pkh_script[3:23].hex()} OP_EQUALVERIFY OP_CHECKSIG"
+    assert (
+        out["scriptPubKey"]["asm"]
+        == f"OP_DUP OP_HASH160 {dest.p2pkh_script[3:23].hex()} OP_EQUALVERIFY OP_CHECKSIG"
+    )
     raw = node.rpc.call("getrawtransaction", txid, True)
     assert {k: raw[k] for k in TX_FIELDS} == dec
     assert_rpc_error(-22, "TX decode failed", node.rpc.call, "decoderawtransaction", "0000")

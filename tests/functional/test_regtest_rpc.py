@@ -33,7 +33,9 @@ def test_no_auth_is_401(node: RegtestNode) -> None:
 
 def test_wrong_password_is_401(node: RegtestNode) -> None:
     """Wrong credentials get HTTP 401 too."""
-    res = raw_post(node.url, b'{"method":"getblockcount","params":[],"id":1}', "Basic X19jb29raWVfXzp3cm9uZw==")
+    res = raw_post(
+        node.url, b'{"method":"getblockcount","params":[],"id":1}', "Basic X19jb29raWVfXzp3cm9uZw=="
+    )
     assert res.status == 401
 
 
@@ -77,7 +79,11 @@ def test_malformed_json(node: RegtestNode) -> None:
     """A body that is not JSON is HTTP 500 with -32700 "Parse error" and a null id."""
     res = raw_post(node.url, b'{"method":"getblockcount","params":[', cookie_auth(node))
     assert res.status == 500
-    assert json.loads(res.body) == {"result": None, "error": {"code": -32700, "message": "Parse error"}, "id": None}
+    assert json.loads(res.body) == {
+        "result": None,
+        "error": {"code": -32700, "message": "Parse error"},
+        "id": None,
+    }
 
 
 def test_top_level_not_object(node: RegtestNode) -> None:
@@ -132,8 +138,18 @@ def test_help_lists_methods(node: RegtestNode) -> None:
     """help lists methods by category; help <method> documents one; unknown commands are a result."""
     text = node.rpc.call("help")
     assert text.startswith("== Blockchain ==\n")
-    for method in ("getblockhash", "getblock", "sendrawtransaction", "submitblock", "getnetworkinfo",
-                   "stop", "uptime", "help", "createrawtransaction", "signrawtransactionwithkey"):
+    for method in (
+        "getblockhash",
+        "getblock",
+        "sendrawtransaction",
+        "submitblock",
+        "getnetworkinfo",
+        "stop",
+        "uptime",
+        "help",
+        "createrawtransaction",
+        "signrawtransactionwithkey",
+    ):
         assert f"\n{method}" in text, method
     assert node.rpc.call("help", "getblockhash").startswith("getblockhash height\n")
     assert node.rpc.call("help", "nosuchmethod") == "help: unknown command: nosuchmethod"
@@ -142,9 +158,24 @@ def test_help_lists_methods(node: RegtestNode) -> None:
 def test_getnetworkinfo(node: RegtestNode) -> None:
     """getnetworkinfo answers with Core's fields; a lone regtest node has no connections."""
     info = node.rpc.call("getnetworkinfo")
-    for field in ("version", "subversion", "protocolversion", "localservices", "localservicesnames",
-                  "localrelay", "timeoffset", "networkactive", "connections", "connections_in",
-                  "connections_out", "networks", "relayfee", "incrementalfee", "localaddresses", "warnings"):
+    for field in (
+        "version",
+        "subversion",
+        "protocolversion",
+        "localservices",
+        "localservicesnames",
+        "localrelay",
+        "timeoffset",
+        "networkactive",
+        "connections",
+        "connections_in",
+        "connections_out",
+        "networks",
+        "relayfee",
+        "incrementalfee",
+        "localaddresses",
+        "warnings",
+    ):
         assert field in info, field
     assert isinstance(info["version"], int)
     assert info["connections"] == 0

@@ -75,15 +75,19 @@ class InProcess:
     """A Watcher on the real node, driven one poll at a time on one event loop."""
 
     def __init__(
-        self, node: RegtestNode, path: Path, loop: asyncio.AbstractEventLoop,
+        self,
+        node: RegtestNode,
+        path: Path,
+        loop: asyncio.AbstractEventLoop,
         parser: DepositParser | None = None,
     ) -> None:
         self.loop = loop
         self.rpc = BitcoinRPC(node.url, cookie_file=str(node.cookie_file), retries=2, backoff=0.1)
         self.rec = Recorder()
         start = node.rpc.call("getblockcount")
-        self.watcher = Watcher(self.rpc, Database(path), parser or payments_to(FED_SCRIPT), [self.rec], k=K,
-                               start_height=start)
+        self.watcher = Watcher(
+            self.rpc, Database(path), parser or payments_to(FED_SCRIPT), [self.rec], k=K, start_height=start
+        )
         self.poll()
 
     def poll(self) -> list[tuple[int, WatcherEvent]]:
@@ -157,10 +161,10 @@ def test_reorg_of_depth(node: RegtestNode, pool: CoinPool, watcher: InProcess, d
 
     branch = competing_branch(node, blocks[0], depth + 1, [double_spend(node, coin)])
     new = watcher.poll()
-    assert watcher.rec.events[-len(new):] == new and new[0][0] == seq_before
+    assert watcher.rec.events[-len(new) :] == new and new[0][0] == seq_before
     disconnected = [e for _, e in new if isinstance(e, BlockDisconnected)]
     assert [e.hash[::-1].hex() for e in disconnected] == blocks[::-1]
-    assert all(isinstance(e, BlockDisconnected) for _, e in new[: depth])
+    assert all(isinstance(e, BlockDisconnected) for _, e in new[:depth])
     connected = [e for _, e in new if isinstance(e, BlockConnected)]
     assert [e.hash[::-1].hex() for e in connected] == branch
     assert all(not e.deposits for e in connected)
@@ -246,9 +250,23 @@ def test_with_core_deposit_parser(node: RegtestNode, pool: CoinPool, tmp_path: P
 
 def start_watcher_process(node: RegtestNode, datadir: Path, out: Path, start: int) -> subprocess.Popen[bytes]:
     cmd = [
-        sys.executable, "-m", "btcl2.watcher", "--rpc-url", node.url, "--cookie", str(node.cookie_file),
-        "--datadir", str(datadir), "-k", str(K), "--script", FED_SCRIPT.hex(), "--start-height", str(start),
-        "--poll-interval", "0.05",
+        sys.executable,
+        "-m",
+        "btcl2.watcher",
+        "--rpc-url",
+        node.url,
+        "--cookie",
+        str(node.cookie_file),
+        "--datadir",
+        str(datadir),
+        "-k",
+        str(K),
+        "--script",
+        FED_SCRIPT.hex(),
+        "--start-height",
+        str(start),
+        "--poll-interval",
+        "0.05",
     ]
     with out.open("ab") as stdout, (datadir.parent / "watcher.log").open("ab") as stderr:
         return subprocess.Popen(cmd, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL)
@@ -280,6 +298,7 @@ def test_kill9_watcher_process(node: RegtestNode, pool: CoinPool, tmp_path: Path
         expected.append(f"{outpoint.txid_hex}:0")
         mine(node, 3, MINER.p2wpkh_address)
     mine(node, 30, MINER.p2wpkh_address)
+
     def at_tip() -> bool:
         best = node.rpc.call("getbestblockhash")
         return any(e.get("hash") == best for e in read_lines(out))

@@ -1,0 +1,191 @@
+"""`btcl2 sequencer run`: the sequencer, its watcher and its JSON-RPC API in one process."""
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from btcl2.bitcoin.rpc import BitcoinRPC
+from btcl2.bitcoin.tx import Tx
+from btcl2.core.deposits import parse_deposit
+from btcl2.errors import BtcL2Error, Temporary
+from btcl2.sequencer.api import APIServer, SequencerAPI
+from btcl2.sequencer.config import SequencerConfig, load_config
+from btcl2.sequencer.service import Sequencer
+from btcl2.sequencer.store import SequencerStore
+from btcl2.storage.db import Database
+from btcl2.watcher.events import DepositLike
+from btcl2.watcher.watcher import Watcher
+
+log = logging.getLogger(__name__)
+
+
+class NodeTipPoller:
+    """Keeps the sequencer told of the Bitcoin node's tip height, for the L1-origin lag check."""
+
+    def __init__(self, rpc: BitcoinRPC, seq: Sequencer, interval: float) -> None:
+        self.rpc = rpc
+        self.seq = seq
+        self.interval = interval
+        self._stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        """Poll getblockcount until stop(); a node that is down is retried."""
+        while not self._stopping.is_set():
+            try:
+                self.seq.node_tip = int(await self.rpc.call("getblockcount"))
+            except Temporary as exc:
+                log.warning("sequencer: bitcoin node unreachable: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.interval)
+
+    def stop(self) -> None:
+        """Ask run() to return."""
+        self._stopping.set()
+
+
+async def _start_height(config: SequencerConfig, store: SequencerStore, rpc: BitcoinRPC) -> int:
+    """The watcher's start height: configured, or the node's tip at the first run, then fixed."""
+    stored = store.start_height()
+    if stored is not None:
+        return stored
+    height = config.start_height if config.start_height is not None else int(await rpc.call("getblockcount"))
+    store.set_start_height(height)
+    return height
+
+
+async def serve(config: SequencerConfig) -> None:
+    """Run the watcher, the sequencer and the API until SIGINT/SIGTERM or a Critical error."""
+    params = config.params
+    seq_db = Database(config.datadir / "sequencer")
+    watch_db = Database(config.datadir / "watcher")
+    try:
+        async with BitcoinRPC(config.bitcoin_rpc, cookie_file=config.bitcoin_cookie) as rpc:
+            store = SequencerStore(seq_db)
+            start = await _start_height(config, store, rpc)
+            spk = params.federation_script_pubkey
+
+            def parser(tx: Tx) -> DepositLike | None:
+                return parse_deposit(tx, spk, params)
+
+            seq = Sequencer(
+                store,
+                params,
+                None,
+                batch_max_txs=config.batch_max_txs,
+                batch_interval=config.batch_interval,
+                mempool_max=config.mempool_max,
+            )
+            watcher = Watcher(
+                rpc,
+                watch_db,
+                parser,
+                [seq],
+                k=params.k_deposit_confs,
+                start_height=start,
+                history=config.watcher_history,
+                poll_interval=config.poll_interval,
+            )
+            seq.view = watcher.view
+            seq.set_logged_seq(lambda: watcher.next_seq)
+            api = APIServer(
+                SequencerAPI(seq, rate=config.rate_limit, burst=config.rate_burst),
+                config.rpchost,
+                config.rpcport,
+            )
+            tip = NodeTipPoller(rpc, seq, config.poll_interval)
+            services: list[Any] = [watcher, seq, api, tip]
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, lambda: [s.stop() for s in services])
+            head = seq.state.head
+            log.info(
+                "sequencer: head batch %s root %s; watching from height %d",
+                None if head is None else head.number,
+                seq.state.root.hex(),
+                start,
+            )
+            async with asyncio.TaskGroup() as tg:
+                for service in services:
+                    tg.create_task(_supervised(service, services))
+    finally:
+        watch_db.close()
+        seq_db.close()
+
+
+async def _supervised(service: Any, services: list[Any]) -> None:
+    """Run one service; if it fails, stop the others so the process exits (and say why)."""
+    try:
+        await service.run()
+    except BaseException:
+        for other in services:
+            other.stop()
+        raise
+
+
+@click.group()
+def sequencer() -> None:
+    """The L2 sequencer."""
+
+
+@sequencer.command("run")
+@click.option("--datadir", type=click.Path(path_type=Path), default=None, help="Database directory.")
+@click.option("--bitcoin-rpc", default=None, help="Bitcoin Core JSON-RPC URL, e.g. http://127.0.0.1:18443/")
+@click.option("--bitcoin-cookie", default=None, help="Path of the Bitcoin node's .cookie file.")
+@click.option("--rpcport", type=click.IntRange(1, 65535), default=None, help="JSON-RPC port [8600].")
+@click.option(
+    "--batch-max-txs", type=click.IntRange(1), default=None, help="Seal when this many txs are pending."
+)
+@click.option(
+    "--batch-interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seconds between batches [2].",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="TOML configuration file (flags override it).",
+)
+@click.option("--debug", is_flag=True, help="Log at debug level.")
+def run(
+    datadir: Path | None,
+    bitcoin_rpc: str | None,
+    bitcoin_cookie: str | None,
+    rpcport: int | None,
+    batch_max_txs: int | None,
+    batch_interval: float | None,
+    config_file: Path | None,
+    debug: bool,
+) -> None:
+    """Run the sequencer: follow Bitcoin deposits, accept L2 transactions, seal batches, serve JSON-RPC."""
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    flags = {
+        "datadir": datadir,
+        "bitcoin_rpc": bitcoin_rpc,
+        "bitcoin_cookie": bitcoin_cookie,
+        "rpcport": rpcport,
+        "batch_max_txs": batch_max_txs,
+        "batch_interval": batch_interval,
+    }
+    try:
+        config = load_config(config_file, flags)
+    except BtcL2Error as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        asyncio.run(serve(config))
+    except* BtcL2Error as group:
+        for error in group.exceptions:
+            log.critical("sequencer halted: %s: %s", type(error).__name__, error)
+        sys.exit(1)

@@ -1,0 +1,159 @@
+"""The sequencer's configuration: one frozen value built from defaults, a TOML file, then CLI flags.
+
+The TOML file holds the fields below at its top level and the rollup parameters in a `[params]` table
+(field names of `btcl2.core.params.Params`; federation keys as hex strings). Unknown keys are an error,
+so a typo never silently falls back to a default.
+"""
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from btcl2.core.params import Params
+from btcl2.errors import InvalidInput
+
+
+class ConfigError(InvalidInput):
+    """Raised when the configuration has an unknown key, a value of the wrong type or out of range."""
+
+
+@dataclass(frozen=True, slots=True)
+class SequencerConfig:
+    """Everything `btcl2 sequencer run` needs."""
+
+    datadir: Path
+    """Directory of the sequencer's and its watcher's databases."""
+    bitcoin_rpc: str
+    """Bitcoin Core JSON-RPC URL."""
+    bitcoin_cookie: str | None = None
+    """Path of the node's .cookie file (None: credentials in the URL or none)."""
+    rpchost: str = "127.0.0.1"
+    """Address the JSON-RPC API listens on (loopback by default)."""
+    rpcport: int = 8600
+    """Port of the JSON-RPC API."""
+    batch_max_txs: int = 1000
+    """A batch is sealed as soon as this many transactions are pending."""
+    batch_interval: float = 2.0
+    """Otherwise a batch is sealed this many seconds after the previous one (if there is anything to seal)."""
+    mempool_max: int = 20_000
+    """Most pending transactions; beyond it new ones are rejected (MempoolFull)."""
+    rate_limit: float = 200.0
+    """Sustained JSON-RPC calls per second per client IP (token bucket refill rate)."""
+    rate_burst: int = 400
+    """Calls a client IP may make at once (token bucket size)."""
+    poll_interval: float = 0.5
+    """Seconds between the watcher's polls of the Bitcoin node."""
+    start_height: int | None = None
+    """Bitcoin height the watcher starts at; None: the node's tip at the first run (then fixed)."""
+    watcher_history: int = 1000
+    """Blocks of header history the watcher keeps for reorgs."""
+    params: Params = field(default_factory=Params)
+    """The rollup parameters."""
+
+
+_TOP_KEYS = {f.name for f in dataclasses.fields(SequencerConfig)} - {"params"}
+_PARAM_FIELDS = {f.name: f for f in dataclasses.fields(Params)}
+
+
+def _check_type(name: str, value: Any, expected: Any) -> Any:
+    """Coerce TOML/CLI values to the field's type, rejecting anything else."""
+    if expected in (int, "int"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name} must be an integer")
+        return value
+    if expected in (float, "float"):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{name} must be a number")
+        return float(value)
+    if expected in (str, "str"):
+        if not isinstance(value, str):
+            raise ConfigError(f"{name} must be a string")
+        return value
+    return value
+
+
+def _params_from(table: Any) -> Params:
+    if not isinstance(table, dict):
+        raise ConfigError("[params] must be a table")
+    kwargs: dict[str, Any] = {}
+    for key, value in table.items():
+        f = _PARAM_FIELDS.get(key)
+        if f is None:
+            raise ConfigError(f"unknown key params.{key}")
+        if key == "federation_pubkeys":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError("params.federation_pubkeys must be a list of hex strings")
+            try:
+                kwargs[key] = tuple(bytes.fromhex(v) for v in value)
+            except ValueError as exc:
+                raise ConfigError("params.federation_pubkeys must be hex") from exc
+        elif key == "fee_account":
+            try:
+                kwargs[key] = bytes.fromhex(_check_type(f"params.{key}", value, str).removeprefix("0x"))
+            except ValueError as exc:
+                raise ConfigError("params.fee_account must be hex") from exc
+            if len(kwargs[key]) != 20:
+                raise ConfigError("params.fee_account must be 20 bytes")
+        else:
+            kwargs[key] = _check_type(f"params.{key}", value, f.type)
+    return Params(**kwargs)
+
+
+def _validate(config: SequencerConfig) -> SequencerConfig:
+    if not 0 < config.rpcport < 65536:
+        raise ConfigError(f"rpcport {config.rpcport} out of range")
+    if config.batch_max_txs < 1 or config.batch_max_txs > config.params.max_batch_txs:
+        raise ConfigError(f"batch_max_txs must be within 1..{config.params.max_batch_txs}")
+    if config.batch_interval <= 0 or config.poll_interval <= 0:
+        raise ConfigError("batch_interval and poll_interval must be positive")
+    if config.mempool_max < 1 or config.rate_limit <= 0 or config.rate_burst < 1:
+        raise ConfigError("mempool_max, rate_limit and rate_burst must be positive")
+    if config.start_height is not None and config.start_height < 0:
+        raise ConfigError("start_height must not be negative")
+    if config.watcher_history <= config.params.k_deposit_confs:
+        raise ConfigError("watcher_history must exceed k_deposit_confs")
+    return config
+
+
+def load_config(file: Path | None, flags: dict[str, Any]) -> SequencerConfig:
+    """Defaults, then the TOML `file` (if any), then `flags` (None values are ignored)."""
+    values: dict[str, Any] = {}
+    params = Params()
+    if file is not None:
+        try:
+            data = tomllib.loads(Path(file).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {file}: {exc}") from exc
+        for key, value in data.items():
+            if key == "params":
+                params = _params_from(value)
+            elif key in _TOP_KEYS:
+                values[key] = value
+            else:
+                raise ConfigError(f"unknown key {key}")
+    for key, value in flags.items():
+        if key not in _TOP_KEYS:
+            raise ConfigError(f"unknown key {key}")
+        if value is not None:
+            values[key] = value
+    types = {f.name: f.type for f in dataclasses.fields(SequencerConfig)}
+    for key in ("rpcport", "batch_max_txs", "mempool_max", "rate_burst", "watcher_history"):
+        if key in values:
+            values[key] = _check_type(key, values[key], int)
+    for key in ("batch_interval", "rate_limit", "poll_interval"):
+        if key in values:
+            values[key] = _check_type(key, values[key], float)
+    for key in ("bitcoin_rpc", "rpchost"):
+        if key in values:
+            values[key] = _check_type(key, values[key], str)
+    if values.get("start_height") is not None:
+        values["start_height"] = _check_type("start_height", values["start_height"], int)
+    if "datadir" in values:
+        values["datadir"] = Path(values["datadir"])
+    for required in ("datadir", "bitcoin_rpc"):
+        if required not in values:
+            raise ConfigError(f"{required} is required")
+    del types
+    return _validate(SequencerConfig(params=params, **values))

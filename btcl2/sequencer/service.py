@@ -1,0 +1,413 @@
+"""The sequencer service: admits transactions, follows deposits from the watcher, seals batches.
+
+Forced inclusion: every batch's L1 origin is the watcher's K-confirmed safe tip at sealing time, and the
+batch credits every confirmed L2 deposit not yet credited, in Bitcoin chain order. The watcher delivers
+its events synchronously right after writing the block that caused them, and the sequencer seals only
+when it has applied every event the watcher logged, so the confirmed deposits it knows are exactly
+those of the watcher's chain up to the safe tip. Each batch is checked with `check_forced_inclusion`
+against the watcher's chain before it is written.
+
+A deposit reorged out before it was credited is dropped. One reorged out after it was credited means a
+reorg deeper than K, outside the security model: the sequencer halts (Critical) naming it.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from btcl2.bitcoin.tx import MAX_MONEY, OutPoint
+from btcl2.core.deposits import Deposit, DepositKind, check_forced_inclusion, check_l1_origin_lag
+from btcl2.core.eip712 import recover_sender
+from btcl2.core.errors import AmountOverflow, DustAmount
+from btcl2.core.params import Params
+from btcl2.core.smt import Proof
+from btcl2.core.state import Account, State
+from btcl2.core.transition import build_batch, check_withdrawal_script
+from btcl2.core.types import Address20, Batch, Hash32, SignedTx, Transfer, Withdrawal
+from btcl2.errors import Critical, InvalidInput
+from btcl2.sequencer.mempool import Mempool, MempoolEntry
+from btcl2.sequencer.store import DepositRecord, DepositStatus, SequencerStore, TxRecord, TxStatus
+from btcl2.watcher.confdepth import ConfirmationView
+from btcl2.watcher.events import (
+    BlockConnected,
+    BlockDisconnected,
+    DepositConfirmed,
+    DepositLike,
+    DepositReorged,
+    WatcherEvent,
+)
+
+log = logging.getLogger(__name__)
+
+_RECENT_DROPS = 10_000
+
+
+class ZeroAmount(InvalidInput):
+    """Raised when a transfer moves nothing (sequencer policy; the state transition would allow it)."""
+
+
+class NotFound(InvalidInput):
+    """Raised when an API query names a transaction, batch or deposit the sequencer does not know."""
+
+
+class BatchOutOfHistory(NotFound):
+    """Raised when a query names a batch that is not sealed (yet)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TxView:
+    """What l2_getTransaction reports."""
+
+    signed: SignedTx
+    """The transaction."""
+    sender: Address20
+    """Its signer."""
+    status: str
+    """pending, sealed or rejected."""
+    batch: int | None
+    """Batch holding it."""
+    index: int | None
+    """Position in that batch."""
+    reason: str | None
+    """Why it was rejected."""
+
+
+class Sequencer:
+    """Holds the head state and the mempool; seals batches; an EventConsumer of the watcher."""
+
+    def __init__(
+        self,
+        store: SequencerStore,
+        params: Params,
+        view: ConfirmationView | None,
+        *,
+        batch_max_txs: int = 1000,
+        batch_interval: float = 2.0,
+        mempool_max: int = 20_000,
+        logged_seq: Callable[[], int] | None = None,
+    ) -> None:
+        """`view` is the watcher's confirmation view (None: no L1, for benchmarks and unit tests);
+        `logged_seq` returns the watcher's next event sequence number, so sealing waits for every logged
+        event to be applied."""
+        self.store = store
+        self.params = params
+        self.view = view
+        self.batch_max_txs = batch_max_txs
+        self.batch_interval = batch_interval
+        self.state: State = store.load()
+        self.mempool = Mempool(mempool_max)
+        self.node_tip: int | None = None
+        self._last_seq = store.last_event_seq
+        self._dropped: OrderedDict[Hash32, TxView] = OrderedDict()
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._logged_seq = logged_seq
+
+    def set_logged_seq(self, logged_seq: Callable[[], int]) -> None:
+        """Tell the sequencer how to read the watcher's next event sequence number."""
+        self._logged_seq = logged_seq
+
+    # --- admission -------------------------------------------------------------------------------------
+
+    def submit(self, raw: bytes) -> Hash32:
+        """Check a signed transaction and add it to the mempool; InvalidInput (typed) if rejected."""
+        signed = SignedTx.decode(raw)
+        tx_hash = signed.tx_hash
+        if tx_hash in self.mempool:
+            return tx_hash
+        sender = recover_sender(signed, self.params.l2_chain_id)
+        tx = signed.tx
+        if isinstance(tx, Withdrawal):
+            check_withdrawal_script(tx.script)
+            if tx.amount < self.params.min_withdrawal_sats:
+                raise DustAmount(f"withdrawal of {tx.amount} below minimum {self.params.min_withdrawal_sats}")
+        elif tx.amount == 0:
+            raise ZeroAmount("transfer amount must be positive")
+        if tx.amount + tx.fee > MAX_MONEY:
+            raise AmountOverflow("amount plus fee exceeds MAX_MONEY")
+        self.mempool.add(signed, tx_hash, sender, self.state.account(sender))
+        self._dropped.pop(tx_hash, None)
+        if len(self.mempool) >= self.batch_max_txs:
+            self._wake.set()
+        return tx_hash
+
+    # --- watcher events --------------------------------------------------------------------------------
+
+    def on_event(self, seq: int, event: WatcherEvent) -> None:
+        """Apply one watcher event at most once (synchronously: see the module docstring)."""
+        if seq <= self._last_seq:
+            return
+        put: list[DepositRecord] = []
+        drop: list[DepositRecord] = []
+        unindex: list[bytes] = []
+        if isinstance(event, BlockConnected):
+            put = self._seen(event)
+        elif isinstance(event, BlockDisconnected):
+            for outpoint in self.store.block_deposits(event.hash):
+                unindex.append(event.hash + outpoint.encode())
+                record = self.store.deposit(outpoint)
+                if record is not None and record.status != DepositStatus.CREDITED:
+                    drop.append(record)
+        elif isinstance(event, DepositConfirmed):
+            put = [self._confirmed(event)]
+        elif isinstance(event, DepositReorged):
+            outpoint = event.deposit.outpoint
+            if outpoint in self.state.credited_deposits:
+                raise Critical(
+                    f"deposit {outpoint.txid_hex}:{outpoint.vout} credited by batch "
+                    f"{self._credited_in(outpoint)} was reorged out of block {event.block_hash[::-1].hex()} "
+                    "(a reorg deeper than K confirmations): halting"
+                )
+            record = self.store.deposit(outpoint)
+            if record is not None:
+                drop.append(record)
+        self.store.apply_deposit_changes(seq, put, drop, unindex)
+        self._last_seq = seq
+
+    def _credited_in(self, outpoint: OutPoint) -> int | None:
+        record = self.store.deposit(outpoint)
+        return None if record is None else record.batch
+
+    def _seen(self, event: BlockConnected) -> list[DepositRecord]:
+        out = []
+        for position, d in enumerate(event.deposits):
+            if self.store.deposit(d.outpoint) is not None:
+                continue  # credited before: a deeper reorg, reported by DepositReorged
+            out.append(self._record(d, DepositStatus.SEEN, event.height, event.hash, position))
+        for d in event.rejected_deposits:
+            record = self._record(d, DepositStatus.REJECTED, event.height, event.hash, 0xFFFFFFFF)
+            out.append(replace(record, reason=getattr(d, "reason", None)))
+        return out
+
+    def _confirmed(self, event: DepositConfirmed) -> DepositRecord:
+        known = self.store.deposit(event.deposit.outpoint)
+        if known is not None and known.block_hash == event.block_hash:
+            position = known.position
+        else:
+            position = self._position_in_block(event)
+        return self._record(event.deposit, DepositStatus.CONFIRMED, event.height, event.block_hash, position)
+
+    def _position_in_block(self, event: DepositConfirmed) -> int:
+        """The deposit's index among its block's deposits, read from the watcher's chain."""
+        record = None if self.view is None else self.view.chain.get(event.block_hash)
+        if record is None:
+            raise Critical(f"confirmed deposit in block {event.block_hash[::-1].hex()} the watcher lacks")
+        found = [
+            p.outpoint
+            for tx in record.deposit_txs
+            if (p := self.view.parser(tx)) is not None  # type: ignore[union-attr]
+            and getattr(p, "reason", None) is None
+        ]
+        return found.index(event.deposit.outpoint)
+
+    @staticmethod
+    def _record(
+        d: DepositLike, status: DepositStatus, height: int, block_hash: bytes, pos: int
+    ) -> DepositRecord:
+        is_deposit = isinstance(d, Deposit)
+        return DepositRecord(
+            outpoint=d.outpoint,
+            status=status,
+            kind=int(d.kind) if isinstance(d, Deposit) else 0,
+            recipient=d.recipient if isinstance(d, Deposit) else None,
+            amount=d.amount,  # type: ignore[arg-type]
+            height=height,
+            block_hash=Hash32(block_hash),
+            position=pos,
+            batch=None,
+            reason=None if is_deposit else getattr(d, "reason", "not a deposit"),
+        )
+
+    # --- sealing ---------------------------------------------------------------------------------------
+
+    def l1_origin(self) -> tuple[int, Hash32] | None:
+        """The safe tip to seal against, or None while the watcher is not ready or not caught up."""
+        if self.view is None:
+            return None
+        if self._logged_seq is not None and self._last_seq < self._logged_seq() - 1:
+            return None  # events logged by the watcher are not all applied yet
+        safe = self.view.safe_tip()
+        if safe is None:
+            return None
+        head = self.state.head
+        if head is not None and safe.height < head.l1_origin_height:
+            return None  # a reorg shortened the chain for now; the origin never goes backwards
+        tip = self.view.chain.tip
+        tip_height = max(tip.height if tip else 0, self.node_tip or 0)
+        try:
+            check_l1_origin_lag(safe.height, tip_height, self.params)
+        except InvalidInput as exc:
+            log.warning("sequencer: not sealing while the watcher catches up: %s", exc)
+            return None
+        return safe.height, Hash32(safe.hash)
+
+    def seal_once(self, now: float | None = None, origin: tuple[int, Hash32] | None = None) -> Batch | None:
+        """Seal one batch if there is anything to seal; returns it (None: nothing sealed)."""
+        origin = origin if origin is not None else self.l1_origin()
+        if origin is None:
+            return None
+        credits = [r.credit() for r in self.store.pending_deposits() if r.height <= origin[0]]
+        entries = self.mempool.candidates(self.batch_max_txs)
+        if not credits and not entries:
+            return None
+        head = self.state.head
+        timestamp = max(int(now if now is not None else time.time()), head.timestamp if head else 0)
+        built = build_batch(self.state, self.params, credits, [e.signed for e in entries], origin, timestamp)
+        self._check_inclusion(built.batch, origin[0])
+        by_hash = {e.tx_hash: e for e in entries}
+        rejected = [
+            TxRecord(
+                TxStatus.REJECTED, None, None, by_hash[s.tx_hash].sender, f"{type(exc).__name__}: {exc}", s
+            )
+            for s, exc in built.rejected
+        ]
+        self.state = self.store.seal(built, rejected)
+        self.mempool.remove([*(r.tx_hash for r in built.receipts), *(s.tx_hash for s, _ in built.rejected)])
+        for entry in self.mempool.prune({e.sender for e in entries}, self.state.account):
+            self._remember_drop(entry)
+        return built.batch
+
+    def _check_inclusion(self, batch: Batch, origin_height: int) -> None:
+        """Cross-check the deposits against the watcher's chain (when its history covers them)."""
+        if self.view is None:
+            return
+        lowest = self.view.chain.lowest_height()
+        pending = self.store.pending_deposits()
+        if lowest is None or any(r.height < lowest for r in pending):
+            return
+        eligible = [c.deposit for c in self.view.deposits_confirmed_up_to(origin_height)]
+        deposits = [d for d in eligible if isinstance(d, Deposit) and d.kind == DepositKind.L2]
+        try:
+            check_forced_inclusion(batch, deposits, self.state.credited_deposits)
+        except InvalidInput as exc:
+            raise Critical(f"built batch {batch.header.number} breaks forced inclusion: {exc}") from exc
+
+    def _remember_drop(self, entry: MempoolEntry) -> None:
+        reason = "BadNonce: an earlier transaction of the sender was rejected or its balance is spent"
+        self._dropped[entry.tx_hash] = TxView(entry.signed, entry.sender, "rejected", None, None, reason)
+        while len(self._dropped) > _RECENT_DROPS:
+            self._dropped.popitem(last=False)
+
+    # --- the service loop ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Seal by count (woken by submit) or by time, until stop()."""
+        last = time.monotonic()
+        while not self._stopping.is_set():
+            wait = max(0.0, last + self.batch_interval - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+            self._wake.clear()
+            if self._stopping.is_set():
+                return
+            full = len(self.mempool) >= self.batch_max_txs
+            batch = None
+            if full or time.monotonic() >= last + self.batch_interval:
+                batch = self.seal_once()
+                if batch is not None:
+                    log.info(
+                        "sequencer: sealed batch %d (%d txs, %d deposits) root %s",
+                        batch.header.number,
+                        len(batch.transactions),
+                        len(batch.header.deposits),
+                        batch.header.post_state_root.hex(),
+                    )
+                last = time.monotonic()
+            if batch is not None and len(self.mempool) >= self.batch_max_txs:
+                await asyncio.sleep(0)  # let the API answer between back-to-back full batches
+                self._wake.set()
+
+    def stop(self) -> None:
+        """Ask run() to return."""
+        self._stopping.set()
+        self._wake.set()
+
+    # --- queries ---------------------------------------------------------------------------------------
+
+    def state_at(self, batch: int | None) -> tuple[int | None, State | None, bytes]:
+        """(batch number, head State if it is the head, state root) for a query at `batch` (None: head)."""
+        head = self.state.head
+        if batch is None or (head is not None and batch == head.number):
+            return (None if head is None else head.number), self.state, self.state.root
+        found = self.store.batch(batch)
+        if found is None:
+            raise BatchOutOfHistory(f"batch {batch} not found")
+        return batch, None, found.header.post_state_root
+
+    def account_at(self, address: Address20, batch: int | None) -> tuple[int | None, Account | None, bytes]:
+        """(batch, account or None if absent, state root) at a batch (None: the head)."""
+        number, state, root = self.state_at(batch)
+        if state is not None:
+            acct = state.accounts.get(address)
+            return number, acct, root
+        leaf = self.store.tree_at(root).get(address)
+        return number, (None if leaf is None else self.store.account_by_leaf(leaf)), root
+
+    def proof_at(
+        self, address: Address20, batch: int | None
+    ) -> tuple[int | None, Account | None, bytes, Proof]:
+        """Like account_at, with the SMT proof of the account (or of its absence) under the root."""
+        number, acct, root = self.account_at(address, batch)
+        return number, acct, root, self.store.tree_at(root).prove(address)
+
+    def next_nonce(self, address: Address20) -> int:
+        """The nonce the address's next transaction must carry, counting pending ones."""
+        return self.mempool.next_nonce(address, self.state.account(address).nonce)
+
+    def transaction(self, tx_hash: bytes) -> TxView:
+        """Where a transaction is: pending, sealed or rejected; NotFound if unknown."""
+        entry = self.mempool.get(tx_hash)
+        if entry is not None:
+            return TxView(entry.signed, entry.sender, "pending", None, None, None)
+        record = self.store.tx_record(tx_hash)
+        if record is not None:
+            status = "sealed" if record.status == TxStatus.SEALED else "rejected"
+            return TxView(record.signed, record.sender, status, record.batch, record.index, record.reason)
+        dropped = self._dropped.get(Hash32(tx_hash))
+        if dropped is not None:
+            return dropped
+        raise NotFound("transaction not found")
+
+    def batch(self, number: int | None) -> Batch:
+        """A sealed batch by number (None: the latest); NotFound if there is none."""
+        if number is None:
+            number = self.store.head_number
+        found = None if number is None else self.store.batch(number)
+        if found is None:
+            raise NotFound("batch not found")
+        return found
+
+    def deposit(self, outpoint: OutPoint) -> tuple[DepositRecord, int]:
+        """A deposit's record and its confirmations; NotFound if unknown."""
+        record = self.store.deposit(outpoint)
+        if record is None:
+            raise NotFound("deposit not found")
+        return record, self._confirmations(record)
+
+    def _confirmations(self, record: DepositRecord) -> int:
+        if self.view is None:
+            return 0
+        chain = self.view.chain
+        tip = chain.tip
+        if tip is None:
+            return 0
+        on_chain = chain.hash_at(record.height)
+        lowest = chain.lowest_height()
+        if on_chain == record.block_hash or (
+            on_chain is None and lowest is not None and record.height < lowest
+        ):
+            return tip.height - record.height + 1
+        return 0
+
+    def pending_deposit_count(self) -> int:
+        """Confirmed L2 deposits waiting for the next batch."""
+        return len(self.store.pending_deposits())
+
+
+def is_transfer(signed: SignedTx) -> bool:
+    """Whether a signed transaction is a transfer (else a withdrawal)."""
+    return isinstance(signed.tx, Transfer)
