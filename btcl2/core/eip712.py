@@ -5,6 +5,7 @@ the rollup's chain id. A signature made for another chain id recovers to an unre
 can never move the signer's funds; `parse_typed_data` names the mistake (`WrongChain`) up front.
 """
 
+import functools
 from typing import Any
 
 import coincurve
@@ -58,6 +59,7 @@ def _word(n: int) -> bytes:
     return n.to_bytes(32, "big")
 
 
+@functools.lru_cache(maxsize=16)
 def domain_separator(chain_id: int) -> Hash32:
     """hashStruct(EIP712Domain{name: "btcl2", version: "1", chainId})."""
     return Hash32(

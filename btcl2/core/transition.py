@@ -5,7 +5,7 @@ rejected transaction, deposit or batch raises a typed `InvalidInput` and leaves 
 The sequencer (`build_batch`), replay and the tests all execute batches with these functions.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from btcl2.bitcoin.script import ScriptType, solve
@@ -97,9 +97,16 @@ def _debit_sender(journal: Journal, sender: Address20, nonce: int, amount: int, 
     return Account(Sats(account.balance - amount - fee), account.nonce + 1)
 
 
-def execute_transaction(journal: Journal, signed: SignedTx, params: Params) -> Receipt:
-    """Check and execute one signed transaction into `journal`; on any error nothing is written."""
-    sender = recover_sender(signed, params.l2_chain_id)
+def execute_transaction(
+    journal: Journal, signed: SignedTx, params: Params, sender: Address20 | None = None
+) -> Receipt:
+    """Check and execute one signed transaction into `journal`; on any error nothing is written.
+
+    `sender` may be given by a caller that already recovered it from these exact bytes (the sequencer does
+    at admission); otherwise it is recovered here. Replay always recovers.
+    """
+    if sender is None:
+        sender = recover_sender(signed, params.l2_chain_id)
     tx = signed.tx
     record: WithdrawalRecord | None = None
     if isinstance(tx, Withdrawal):
@@ -221,9 +228,12 @@ def build_batch(
     candidates: Sequence[SignedTx],
     l1_origin: tuple[int, Hash32],
     timestamp: int,
+    senders: Mapping[Hash32, Address20] | None = None,
 ) -> BuiltBatch:
     """Seal the next batch: credit `credits` (all must be valid), then include every valid candidate in
-    order, up to max_batch_txs; invalid candidates are returned in `rejected`, not included."""
+    order, up to max_batch_txs; invalid candidates are returned in `rejected`, not included.
+
+    `senders` maps tx hashes to senders the caller already recovered from the same signed bytes."""
     journal = Journal(state)
     for credit in credits:
         execute_deposit(journal, credit, params)
@@ -234,7 +244,8 @@ def build_batch(
         if len(included) >= params.max_batch_txs:
             break
         try:
-            receipts.append(execute_transaction(journal, signed, params))
+            known = senders.get(signed.tx_hash) if senders is not None else None
+            receipts.append(execute_transaction(journal, signed, params, known))
         except InvalidInput as exc:
             rejected.append((signed, exc))
             continue

@@ -256,7 +256,15 @@ class Sequencer:
             return None
         head = self.state.head
         timestamp = max(int(now if now is not None else time.time()), head.timestamp if head else 0)
-        built = build_batch(self.state, self.params, credits, [e.signed for e in entries], origin, timestamp)
+        built = build_batch(
+            self.state,
+            self.params,
+            credits,
+            [e.signed for e in entries],
+            origin,
+            timestamp,
+            senders={e.tx_hash: e.sender for e in entries},
+        )
         self._check_inclusion(built.batch, origin[0])
         by_hash = {e.tx_hash: e for e in entries}
         rejected = [
