@@ -5,7 +5,7 @@ rejected transaction, deposit or batch raises a typed `InvalidInput` and leaves 
 The sequencer (`build_batch`), replay and the tests all execute batches with these functions.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from btcl2.bitcoin.script import ScriptType, solve
@@ -228,23 +228,26 @@ def build_batch(
     candidates: Sequence[SignedTx],
     l1_origin: tuple[int, Hash32],
     timestamp: int,
-    senders: Mapping[Hash32, Address20] | None = None,
+    senders: Sequence[Address20] | None = None,
 ) -> BuiltBatch:
     """Seal the next batch: credit `credits` (all must be valid), then include every valid candidate in
     order, up to max_batch_txs; invalid candidates are returned in `rejected`, not included.
 
-    `senders` maps tx hashes to senders the caller already recovered from the same signed bytes."""
+    `senders`, when given, holds the sender of each candidate (same positions), already recovered by the
+    caller from these exact bytes, so signatures are not recovered twice."""
     journal = Journal(state)
     for credit in credits:
         execute_deposit(journal, credit, params)
     included: list[SignedTx] = []
     receipts: list[Receipt] = []
     rejected: list[tuple[SignedTx, InvalidInput]] = []
-    for signed in candidates:
+    if senders is not None and len(senders) != len(candidates):
+        raise ValueError("senders must match candidates one to one")
+    for i, signed in enumerate(candidates):
         if len(included) >= params.max_batch_txs:
             break
         try:
-            known = senders.get(signed.tx_hash) if senders is not None else None
+            known = senders[i] if senders is not None else None
             receipts.append(execute_transaction(journal, signed, params, known))
         except InvalidInput as exc:
             rejected.append((signed, exc))

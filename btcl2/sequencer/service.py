@@ -263,7 +263,7 @@ class Sequencer:
             [e.signed for e in entries],
             origin,
             timestamp,
-            senders={e.tx_hash: e.sender for e in entries},
+            senders=[e.sender for e in entries],
         )
         self._check_inclusion(built.batch, origin[0])
         by_hash = {e.tx_hash: e for e in entries}

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from btcl2.bitcoin.tx import MAX_MONEY, OutPoint
 from btcl2.core.deposits import Deposit, DepositKind
-from btcl2.core.eip712 import address_from_private_key, sign
+from btcl2.core.eip712 import address_from_private_key, recover_sender, sign
 from btcl2.core.errors import (
     AmountOverflow,
     BadNonce,
@@ -290,3 +290,15 @@ def test_many_transfers_fold_layers_and_stay_consistent() -> None:
     assert seq.root == built.state.root
     assert dict(seq.accounts) == dict(built.state.accounts) and len(seq.accounts) == 4 + 1 + 1200
     assert seq.total_balances() == seq.deposited
+
+
+def test_build_batch_with_known_senders_equals_recovering() -> None:
+    """Senders recovered at admission give the same batch as recovering inside build_batch."""
+    genesis, (b0, _b1) = _two_batches()
+    txs = [_transfer(0, ADDRS[1], 500), _withdraw(1, 30_000)]
+    senders = [recover_sender(t, PARAMS.l2_chain_id) for t in txs]
+    plain = build_batch(b0.state, PARAMS, [], txs, ORIGIN, 5)
+    known = build_batch(b0.state, PARAMS, [], txs, ORIGIN, 5, senders=senders)
+    assert known.batch == plain.batch and known.state.root == plain.state.root
+    with pytest.raises(ValueError):
+        build_batch(b0.state, PARAMS, [], txs, ORIGIN, 5, senders=senders[:1])
