@@ -294,7 +294,7 @@ def test_many_transfers_fold_layers_and_stay_consistent() -> None:
 
 def test_build_batch_with_known_senders_equals_recovering() -> None:
     """Senders recovered at admission give the same batch as recovering inside build_batch."""
-    genesis, (b0, _b1) = _two_batches()
+    _genesis, (b0, _b1) = _two_batches()
     txs = [_transfer(0, ADDRS[1], 500), _withdraw(1, 30_000)]
     senders = [recover_sender(t, PARAMS.l2_chain_id) for t in txs]
     plain = build_batch(b0.state, PARAMS, [], txs, ORIGIN, 5)
