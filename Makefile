@@ -16,7 +16,7 @@ help:
 	@echo "make demo       start a regtest node, mine, spend, print a summary"
 	@echo "make bench      measured figures (blocks/s, mempool acceptances/s)"
 
-setup: $(STAMP) $(NPM_STAMP)
+setup: $(STAMP) $(NPM_STAMP) contracts
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check btcl2
 
 typecheck: setup
-	$(VENV)/bin/mypy --strict btcl2/core btcl2/bitcoin btcl2/storage btcl2/regtest
+	$(VENV)/bin/mypy --strict btcl2
 
 unit: setup
 	$(PY) -m pytest tests/unit tests/vectors -q
@@ -57,3 +57,4 @@ clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache
 
 include mk/core.mk
+include mk/contracts.mk

@@ -13,6 +13,7 @@ def cli() -> None:
 
 def _register() -> None:
     """Each role package owns its commands; the entry point only gathers them."""
+    from btcl2.derive.cli import replay
     from btcl2.regtest.cli import regtest
     from btcl2.sequencer.cli import sequencer
     from btcl2.wallet import cli as wallet_cli
@@ -27,6 +28,7 @@ def _register() -> None:
     cli.add_command(l2_cli.transfer)
     cli.add_command(l2_cli.balance)
     cli.add_command(l2_cli.tx)
+    cli.add_command(replay)
 
 
 _register()

@@ -4,7 +4,7 @@ import json
 import logging
 from pathlib import Path
 
-from btcl2.bench import regtest
+from btcl2.bench import anchor, evm, regtest
 from btcl2.bench import sequencer as sequencer_bench
 
 
@@ -12,6 +12,8 @@ def main() -> None:
     logging.getLogger("bitcoinkernel").setLevel(logging.WARNING)
     figures = regtest.run()
     figures += sequencer_bench.run()
+    figures += anchor.run()
+    figures += evm.measure()
     width = max(len(f.name) for f in figures)
     print(f"{'figure':<{width}}  {'value':>10}  {'bound':>10}  ratio  bound is")
     for f in figures:

@@ -31,3 +31,11 @@ SEQ_BLOCK_DEPOSIT = (
     b"Sk"  # block hash + outpoint -> b"": deposits seen in a block, to drop them on disconnect
 )
 SEQ_PENDING = b"Sp"  # height (u32 BE) + position (u32 BE) -> outpoint: confirmed deposits not yet credited
+
+# The replay's derived state (btcl2/derive/store.py, `btcl2 replay --datadir`): one atomic batch per replayed batch.
+DERIVE_META = b"Rm"  # name -> value: head batch number, start height
+DERIVE_HEADER = b"Rh"  # batch number (u64 BE) -> BatchHeader encoding
+DERIVE_NODE = b"Rn"  # SMT node hash -> node encoding
+DERIVE_ACCOUNT = b"Ra"  # account leaf value -> Account encoding
+DERIVE_WITHDRAWAL = b"Rw"  # withdrawal id -> WithdrawalRecord encoding
+DERIVE_DEPOSIT = b"Rd"  # outpoint -> credited deposit

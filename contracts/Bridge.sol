@@ -1,0 +1,316 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+import {BitcoinTx} from "./BitcoinTx.sol";
+
+/// @notice What the Bridge reads from the light client.
+interface IBitcoinLightClient {
+    function confirmations(bytes32 blockHash) external view returns (uint256);
+    function merkleRootOf(bytes32 blockHash) external view returns (bytes32);
+}
+
+/// @notice What the Bridge calls on the token.
+interface IWrappedBTC {
+    function bridge() external view returns (address);
+    function balanceOf(address holder) external view returns (uint256);
+    function mint(address to, uint256 value) external;
+    function burn(address from, uint256 value) external;
+}
+
+/// @title Bridge
+/// @notice Mints WBTC against SPV proofs of Bitcoin deposits to the federation, and burns WBTC for withdrawals
+/// the federation pays on Bitcoin. Anyone may submit a proof: the contract trusts only the light client's best
+/// chain, K confirmations and the deposit rules of docs/PROTOCOL.md.
+/// @dev Roles: the owner (two-step transfer) sets the guardian, the payout confirmer and the mint cap, and
+/// unpauses; the guardian pauses; the payout confirmer (the federation's EVM address) records payouts.
+contract Bridge {
+    /// @notice Raised when the caller lacks the role the function needs.
+    error NotOwner(address caller);
+    error NotPendingOwner(address caller);
+    error NotGuardian(address caller);
+    error NotPayoutConfirmer(address caller);
+    /// @notice Raised by mint and burn while the guardian has paused the Bridge.
+    error BridgePaused();
+    /// @notice Raised when unpause is called on a running Bridge or pause on a paused one.
+    error PauseStateUnchanged(bool paused);
+    /// @notice Raised when a constructor or setter argument is unusable.
+    error InvalidConfiguration();
+    /// @notice Raised when the block is unknown to the light client or not on its best chain.
+    error BlockNotInBestChain(bytes32 blockHash);
+    /// @notice Raised when the block has fewer than minConfirmations confirmations.
+    error InsufficientConfirmations(bytes32 blockHash, uint256 confirmations, uint256 required);
+    /// @notice Raised when the Merkle branch does not lead from the txid to the block's Merkle root.
+    error BadMerkleProof(bytes32 txid, bytes32 blockHash);
+    /// @notice Raised when txIndex does not fit the branch length, or is 0 (the coinbase).
+    error BadTxIndex(uint256 txIndex, uint256 proofLength);
+    /// @notice Raised when outputIndex is not an output of the transaction.
+    error OutputIndexOutOfRange(uint256 outputIndex, uint256 outputCount);
+    /// @notice Raised when output outputIndex does not pay the federation script.
+    error NotFederationOutput(uint256 outputIndex);
+    /// @notice Raised when an earlier output of the same transaction pays the federation (only the first counts).
+    error NotFirstFederationOutput(uint256 outputIndex, uint256 firstFederationOutput);
+    error CoinbaseDeposit();
+    error NoDepositTag();
+    error MultipleDepositTags(uint256 count);
+    error MalformedDepositTag();
+    /// @notice Raised when the tag names an L2 account: such deposits are credited by the rollup, never here.
+    error NotAnEvmDeposit(uint8 kind);
+    error BelowMinimumDeposit(uint64 amount, uint64 minimum);
+    /// @notice Raised when the outpoint (txid, vout) was minted before.
+    error AlreadyMinted(bytes32 txid, uint256 vout);
+    /// @notice Raised when a mint exceeds what the token bucket holds now.
+    error MintCapExceeded(uint64 amount, uint256 available);
+    /// @notice Raised when burn's script is not exactly P2PKH, P2SH, P2WPKH, P2WSH or P2TR.
+    error NonStandardScript();
+    error BelowMinimumWithdrawal(uint64 amount, uint64 minimum);
+    error InsufficientBalance(address holder, uint256 balance, uint64 amount);
+    error UnknownWithdrawal(uint256 id);
+    error PayoutAlreadyConfirmed(uint256 id, bytes32 btcTxid);
+    error ZeroTxid();
+
+    /// @notice WBTC minted for the deposit outpoint (btcTxid, vout) proven in blockHash.
+    event Minted(bytes32 indexed btcTxid, uint32 vout, address indexed recipient, uint64 amount, bytes32 indexed blockHash);
+    /// @notice `from` burnt `amount` WBTC, to be paid on Bitcoin to `script`; `id` numbers withdrawals from 0.
+    event WithdrawalRequested(uint256 indexed id, address indexed from, uint64 amount, bytes script);
+    /// @notice Withdrawal `id` was paid on Bitcoin by transaction `btcTxid` (internal byte order).
+    event PayoutConfirmed(uint256 indexed id, bytes32 btcTxid);
+    event Paused(address indexed by);
+    event Unpaused(address indexed by);
+    event MintCapChanged(uint128 capacity, uint128 refillPerSecond);
+    event GuardianChanged(address indexed previous, address indexed next);
+    event PayoutConfirmerChanged(address indexed previous, address indexed next);
+    event OwnershipTransferStarted(address indexed previousOwner, address indexed newOwner);
+    event OwnershipTransferred(address indexed previousOwner, address indexed newOwner);
+
+    IBitcoinLightClient public immutable lightClient;
+    IWrappedBTC public immutable wbtc;
+    bytes32 public immutable federationScriptHash;
+    uint256 public immutable minConfirmations;
+    uint64 public immutable minDepositSats;
+    uint64 public immutable minWithdrawalSats;
+    /// @notice The federation's P2WSH scriptPubKey every deposit pays.
+    bytes public federationScript;
+
+    address public owner;
+    address public pendingOwner;
+    address public guardian;
+    address public payoutConfirmer;
+    bool public paused;
+
+    uint128 public mintCapCapacity;
+    uint128 public mintCapRefillPerSecond;
+    uint128 private _bucketTokens;
+    uint64 private _bucketUpdatedAt;
+
+    /// @notice Whether the outpoint (btcTxid, vout) has been minted.
+    mapping(bytes32 => mapping(uint256 => bool)) public minted;
+    /// @notice Number of withdrawals requested so far (the next id).
+    uint256 public withdrawalCount;
+    /// @notice keccak256(abi.encode(from, amount, script)) of each withdrawal, for signers to check against.
+    mapping(uint256 => bytes32) public withdrawalHash;
+    /// @notice The Bitcoin payout of each withdrawal (zero until confirmed).
+    mapping(uint256 => bytes32) public payoutTxid;
+
+    /// @param lightClient_ The BitcoinLightClient holding the headers proofs refer to.
+    /// @param wbtc_ The WrappedBTC token, deployed with this Bridge's address as its bridge.
+    /// @param federationScript_ The federation's scriptPubKey.
+    /// @param minConfirmations_ K: confirmations a deposit's block needs (>= 1).
+    /// @param minDepositSats_ Deposits below this are never minted (PROTOCOL.md min_deposit_sats).
+    /// @param minWithdrawalSats_ Smallest burn, keeping payouts above Bitcoin's dust limit.
+    /// @param guardian_ May pause.
+    /// @param payoutConfirmer_ May confirm payouts (the federation's EVM address).
+    /// @param capacity Token bucket size: the most WBTC base units mintable at once.
+    /// @param refillPerSecond Base units the bucket regains per second, up to its capacity.
+    constructor(
+        address lightClient_,
+        address wbtc_,
+        bytes memory federationScript_,
+        uint256 minConfirmations_,
+        uint64 minDepositSats_,
+        uint64 minWithdrawalSats_,
+        address guardian_,
+        address payoutConfirmer_,
+        uint128 capacity,
+        uint128 refillPerSecond
+    ) {
+        if (
+            lightClient_ == address(0) || wbtc_ == address(0) || federationScript_.length == 0 || minConfirmations_ == 0
+                || guardian_ == address(0) || payoutConfirmer_ == address(0) || IWrappedBTC(wbtc_).bridge() != address(this)
+        ) revert InvalidConfiguration();
+        lightClient = IBitcoinLightClient(lightClient_);
+        wbtc = IWrappedBTC(wbtc_);
+        federationScript = federationScript_;
+        federationScriptHash = keccak256(federationScript_);
+        minConfirmations = minConfirmations_;
+        minDepositSats = minDepositSats_;
+        minWithdrawalSats = minWithdrawalSats_;
+        owner = msg.sender;
+        guardian = guardian_;
+        payoutConfirmer = payoutConfirmer_;
+        mintCapCapacity = capacity;
+        mintCapRefillPerSecond = refillPerSecond;
+        _bucketTokens = capacity;
+        _bucketUpdatedAt = uint64(block.timestamp);
+        emit OwnershipTransferred(address(0), msg.sender);
+        emit GuardianChanged(address(0), guardian_);
+        emit PayoutConfirmerChanged(address(0), payoutConfirmer_);
+        emit MintCapChanged(capacity, refillPerSecond);
+    }
+
+    modifier onlyOwner() {
+        if (msg.sender != owner) revert NotOwner(msg.sender);
+        _;
+    }
+
+    modifier whenNotPaused() {
+        if (paused) revert BridgePaused();
+        _;
+    }
+
+    /// @notice Mint WBTC for a Bitcoin deposit proven by SPV.
+    /// @param rawTx The deposit transaction in legacy serialization (no marker, flag or witnesses), whose double
+    /// SHA-256 is its txid; the relayer strips witnesses.
+    /// @param merkleProof Sibling hashes from the txid up to the Merkle root (bottom up, internal byte order).
+    /// @param blockHash The block containing the transaction (internal byte order).
+    /// @param txIndex Position of the transaction in the block; its bits say, level by level, on which side the
+    /// sibling lies. Must be below 2**merkleProof.length and not 0 (the coinbase).
+    /// @param outputIndex The output paying the federation: the first such output of the transaction.
+    function mintWithProof(
+        bytes calldata rawTx,
+        bytes32[] calldata merkleProof,
+        bytes32 blockHash,
+        uint256 txIndex,
+        uint256 outputIndex
+    ) external whenNotPaused {
+        uint256 confs = lightClient.confirmations(blockHash);
+        if (confs == 0) revert BlockNotInBestChain(blockHash);
+        if (confs < minConfirmations) revert InsufficientConfirmations(blockHash, confs, minConfirmations);
+        BitcoinTx.Deposit memory d = BitcoinTx.parseDeposit(rawTx, federationScriptHash, outputIndex);
+        _checkInclusion(d.txid, merkleProof, blockHash, txIndex);
+        _checkDeposit(d, outputIndex);
+        if (minted[d.txid][outputIndex]) revert AlreadyMinted(d.txid, outputIndex);
+        _takeFromBucket(d.amount);
+        minted[d.txid][outputIndex] = true;
+        emit Minted(d.txid, uint32(outputIndex), d.recipient, d.amount, blockHash);
+        wbtc.mint(d.recipient, d.amount);
+    }
+
+    /// @notice Burn `amount` of the caller's WBTC and request its payout on Bitcoin to `btcScript`.
+    /// @param amount Base units (satoshis), at least minWithdrawalSats.
+    /// @param btcScript The scriptPubKey to pay: exactly P2PKH, P2SH, P2WPKH, P2WSH or P2TR.
+    /// @return id The withdrawal id (also in the WithdrawalRequested event).
+    function burn(uint64 amount, bytes calldata btcScript) external whenNotPaused returns (uint256 id) {
+        if (amount < minWithdrawalSats) revert BelowMinimumWithdrawal(amount, minWithdrawalSats);
+        if (!BitcoinTx.isStandardScript(btcScript)) revert NonStandardScript();
+        uint256 balance = wbtc.balanceOf(msg.sender);
+        if (balance < amount) revert InsufficientBalance(msg.sender, balance, amount);
+        id = withdrawalCount++;
+        withdrawalHash[id] = keccak256(abi.encode(msg.sender, amount, btcScript));
+        emit WithdrawalRequested(id, msg.sender, amount, btcScript);
+        wbtc.burn(msg.sender, amount);
+    }
+
+    /// @notice Record that withdrawal `id` was paid on Bitcoin by `btcTxid`; payout confirmer only, once per id.
+    function confirmPayout(uint256 id, bytes32 btcTxid) external {
+        if (msg.sender != payoutConfirmer) revert NotPayoutConfirmer(msg.sender);
+        if (id >= withdrawalCount) revert UnknownWithdrawal(id);
+        if (payoutTxid[id] != bytes32(0)) revert PayoutAlreadyConfirmed(id, payoutTxid[id]);
+        if (btcTxid == bytes32(0)) revert ZeroTxid();
+        payoutTxid[id] = btcTxid;
+        emit PayoutConfirmed(id, btcTxid);
+    }
+
+    /// @notice Stop mint and burn; guardian only.
+    function pause() external {
+        if (msg.sender != guardian) revert NotGuardian(msg.sender);
+        if (paused) revert PauseStateUnchanged(true);
+        paused = true;
+        emit Paused(msg.sender);
+    }
+
+    /// @notice Resume mint and burn; owner only (a guardian key alone cannot undo its own alarm).
+    function unpause() external onlyOwner {
+        if (!paused) revert PauseStateUnchanged(false);
+        paused = false;
+        emit Unpaused(msg.sender);
+    }
+
+    /// @notice WBTC base units mintable right now under the token-bucket cap.
+    function availableToMint() public view returns (uint256) {
+        uint256 refilled = uint256(_bucketTokens)
+            + (block.timestamp - uint256(_bucketUpdatedAt)) * uint256(mintCapRefillPerSecond);
+        return refilled < mintCapCapacity ? refilled : mintCapCapacity;
+    }
+
+    /// @notice Change the mint cap; owner only. The bucket keeps its current level, clipped to the new capacity.
+    function setMintCap(uint128 capacity, uint128 refillPerSecond) external onlyOwner {
+        uint256 level = availableToMint();
+        _bucketTokens = uint128(level < capacity ? level : capacity);
+        _bucketUpdatedAt = uint64(block.timestamp);
+        mintCapCapacity = capacity;
+        mintCapRefillPerSecond = refillPerSecond;
+        emit MintCapChanged(capacity, refillPerSecond);
+    }
+
+    /// @notice Replace the guardian; owner only.
+    function setGuardian(address next) external onlyOwner {
+        if (next == address(0)) revert InvalidConfiguration();
+        emit GuardianChanged(guardian, next);
+        guardian = next;
+    }
+
+    /// @notice Replace the payout confirmer; owner only.
+    function setPayoutConfirmer(address next) external onlyOwner {
+        if (next == address(0)) revert InvalidConfiguration();
+        emit PayoutConfirmerChanged(payoutConfirmer, next);
+        payoutConfirmer = next;
+    }
+
+    /// @notice Start handing ownership to `newOwner`, who must call acceptOwnership; owner only.
+    function transferOwnership(address newOwner) external onlyOwner {
+        pendingOwner = newOwner;
+        emit OwnershipTransferStarted(owner, newOwner);
+    }
+
+    /// @notice Complete an ownership transfer; pending owner only.
+    function acceptOwnership() external {
+        if (msg.sender != pendingOwner) revert NotPendingOwner(msg.sender);
+        emit OwnershipTransferred(owner, msg.sender);
+        owner = msg.sender;
+        pendingOwner = address(0);
+    }
+
+    function _checkInclusion(bytes32 txid, bytes32[] calldata proof, bytes32 blockHash, uint256 txIndex) private view {
+        if (txIndex == 0 || (proof.length < 256 && txIndex >> proof.length != 0)) {
+            revert BadTxIndex(txIndex, proof.length);
+        }
+        bytes32 h = txid;
+        uint256 index = txIndex;
+        for (uint256 i = 0; i < proof.length; ++i) {
+            h = index & 1 == 0
+                ? sha256(abi.encodePacked(sha256(abi.encodePacked(h, proof[i]))))
+                : sha256(abi.encodePacked(sha256(abi.encodePacked(proof[i], h))));
+            index >>= 1;
+        }
+        if (h != lightClient.merkleRootOf(blockHash)) revert BadMerkleProof(txid, blockHash);
+    }
+
+    function _checkDeposit(BitcoinTx.Deposit memory d, uint256 outputIndex) private view {
+        if (outputIndex >= d.outputCount) revert OutputIndexOutOfRange(outputIndex, d.outputCount);
+        if (!d.selectedPaysFederation) revert NotFederationOutput(outputIndex);
+        if (d.federationOutput != outputIndex) revert NotFirstFederationOutput(outputIndex, d.federationOutput);
+        if (d.isCoinbase) revert CoinbaseDeposit();
+        if (d.tagCount == 0) revert NoDepositTag();
+        if (d.tagCount > 1) revert MultipleDepositTags(d.tagCount);
+        if (d.tagStatus != BitcoinTx.TagStatus.Valid) revert MalformedDepositTag();
+        if (d.kind != 2) revert NotAnEvmDeposit(d.kind);
+        if (d.amount < minDepositSats) revert BelowMinimumDeposit(d.amount, minDepositSats);
+    }
+
+    function _takeFromBucket(uint64 amount) private {
+        uint256 available = availableToMint();
+        if (amount > available) revert MintCapExceeded(amount, available);
+        _bucketTokens = uint128(available - amount);
+        _bucketUpdatedAt = uint64(block.timestamp);
+    }
+}

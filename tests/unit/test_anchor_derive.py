@@ -1,0 +1,165 @@
+"""The derivation pipeline over an in-memory chain: matches, divergences, duplicates, the LevelDB store."""
+
+import hashlib
+from dataclasses import replace
+from pathlib import Path
+
+from btcl2.bitcoin.block import Block, BlockHeader
+from btcl2.bitcoin.tx import OutPoint, Tx, TxIn, TxOut
+from btcl2.core.anchor import Codec, encode_anchor_outputs
+from btcl2.core.deposits import Deposit, DepositKind, deposit_tag_script
+from btcl2.core.eip712 import address_from_private_key, sign
+from btcl2.core.params import Params
+from btcl2.core.state import State
+from btcl2.core.transition import build_batch, transactions_root
+from btcl2.core.types import Batch, Hash32, Sats, Transfer
+from btcl2.derive.pipeline import Derivation
+from btcl2.derive.store import DerivedStore
+
+PARAMS = Params()
+ALICE_KEY = hashlib.sha256(b"alice").digest()
+ALICE = address_from_private_key(ALICE_KEY)
+BOB = address_from_private_key(hashlib.sha256(b"bob").digest())
+
+
+class FakeChain:
+    """A list of blocks linked by parent hash; the BlockSource the pipeline reads."""
+
+    def __init__(self) -> None:
+        self.blocks: list[Block] = []
+        self.mine([])
+
+    def mine(self, txs: list[Tx]) -> int:
+        height = len(self.blocks)
+        prev = self.blocks[-1].hash if self.blocks else bytes(32)
+        coinbase = Tx(
+            2, (TxIn(OutPoint(bytes(32), 0xFFFFFFFF), bytes([1, height % 256, 7])),), (TxOut(0, b"\x51"),), 0
+        )
+        self.blocks.append(Block(BlockHeader(1, prev, bytes(32), height, 0x207FFFFF, 0), (coinbase, *txs)))
+        return height
+
+    def hash(self, height: int) -> Hash32:
+        return Hash32(self.blocks[height].hash)
+
+    def tip_height(self) -> int:
+        return len(self.blocks) - 1
+
+    def blocks_at(self, heights: range) -> list[tuple[bytes, Block]]:
+        return [(self.blocks[h].hash, self.blocks[h]) for h in heights]
+
+
+class Source:
+    def __init__(self, chain: FakeChain) -> None:
+        self.chain = chain
+
+    def tip_height(self) -> int:
+        return self.chain.tip_height()
+
+    def blocks(self, heights: range) -> list[tuple[bytes, Block]]:
+        return self.chain.blocks_at(heights)
+
+
+def deposit_tx(n: int, amount: int = 500_000) -> Tx:
+    outs = (
+        TxOut(amount, PARAMS.federation_script_pubkey),
+        TxOut(0, deposit_tag_script(DepositKind.L2, ALICE)),
+    )
+    return Tx(2, (TxIn(OutPoint(hashlib.sha256(b"dep%d" % n).digest(), 0)),), outs, 0)
+
+
+def anchor_txs(batch: Batch, codec: Codec = Codec.LZMA, size: int = 99_000) -> list[Tx]:
+    return [
+        Tx(2, (TxIn(OutPoint(hashlib.sha256(batch.hash + bytes([i])).digest(), 0)),), tuple(outs), 0)
+        for i, outs in enumerate(encode_anchor_outputs(batch, codec, size))
+    ]
+
+
+def setup_chain() -> tuple[FakeChain, list[Batch], State]:
+    """Deposit at height 1; batch 0 credits it (origin 2, K = 2); batch 1 is a transfer."""
+    chain = FakeChain()
+    dep = deposit_tx(0)
+    chain.mine([dep])
+    origin = chain.mine([])
+    credit = Deposit(OutPoint(dep.txid, 0), DepositKind.L2, ALICE, Sats(500_000)).credit()
+    b0 = build_batch(State(), PARAMS, [credit], [], (origin, chain.hash(origin)), 100)
+    chain.mine(anchor_txs(b0.batch))
+    t = sign(Transfer(BOB, Sats(1_000), Sats(10), 0), ALICE_KEY, PARAMS.l2_chain_id)
+    b1 = build_batch(b0.state, PARAMS, [], [t], (origin + 1, chain.hash(origin + 1)), 101)
+    chain.mine(anchor_txs(b1.batch))
+    return chain, [b0.batch, b1.batch], b1.state
+
+
+def test_replay_matches_and_writes_store(tmp_path: Path) -> None:
+    chain, batches, state = setup_chain()
+    chain.mine(anchor_txs(batches[0]))  # identical repeat: a no-op
+    store = DerivedStore(tmp_path / "db")
+    out = Derivation(Source(chain), PARAMS, store=store).run()
+    assert out.divergence is None
+    assert out.state.root == state.root and len(out.applied) == 2
+    assert out.repeats == 1 and out.progress.transfers == 1 and out.progress.deposits_credited == 1
+    head = store.head()
+    assert head is not None and head[0] == 1 and head[2] == state.root
+    leaf = store.tree(state.root).get(BOB)
+    assert leaf is not None and store.account_leaf(leaf) == state.account(BOB).encode()
+    store.close()
+
+
+def test_to_batch_missing_and_conflict() -> None:
+    chain, batches, _ = setup_chain()
+    out = Derivation(Source(chain), PARAMS, to_batch=2).run()
+    assert out.divergence is not None and out.divergence.finding.error == "MissingBatch"
+    other = replace(batches[1], header=replace(batches[1].header, timestamp=999))
+    chain.mine(anchor_txs(other))
+    out = Derivation(Source(chain), PARAMS).run()
+    assert out.divergence is None and out.conflicts[0].finding.error == "ConflictingAnchor"
+
+
+def test_wrong_root_then_valid_anchor_supersedes() -> None:
+    chain, batches, _ = setup_chain()
+    bad = replace(batches[1], header=replace(batches[1].header, post_state_root=Hash32(b"\x01" * 32)))
+    chain.blocks.pop()  # drop the good batch 1 anchor, put the bad one first
+    chain.mine(anchor_txs(bad))
+    out = Derivation(Source(chain), PARAMS).run()
+    div = out.divergence
+    assert div is not None and div.batch_number == 1 and div.finding.error == "RootMismatch"
+    assert div.finding.got == "01" * 32 and div.finding.expected is not None
+    chain.mine(anchor_txs(batches[1]))
+    out = Derivation(Source(chain), PARAMS).run()
+    assert out.divergence is None and out.superseded[0].finding.error == "RootMismatch"
+
+
+def test_skipped_deposit_and_missing_chunk() -> None:
+    chain = FakeChain()
+    chain.mine([deposit_tx(1)])
+    origin = chain.mine([])
+    skipping = build_batch(State(), PARAMS, [], [], (origin, chain.hash(origin)), 100).batch
+    chain.mine(anchor_txs(skipping))
+    out = Derivation(Source(chain), PARAMS).run()
+    assert out.divergence is not None and out.divergence.finding.error == "MissingDeposit"
+    chain2 = FakeChain()
+    origin = chain2.mine([])
+    txs = anchor_txs(
+        build_batch(State(), PARAMS, [], [], (origin, chain2.hash(origin)), 1).batch, Codec.NONE, 150
+    )
+    assert len(txs) >= 2
+    chain2.mine(txs[1:])
+    out = Derivation(Source(chain2), PARAMS).run()
+    assert out.divergence is not None and "missing chunk 0 of" in out.divergence.finding.message
+
+
+def test_bad_transaction_is_named() -> None:
+    chain, batches, _ = setup_chain()
+    good = batches[1]
+    t = good.transactions[0]
+    forged = replace(t, signature=t.signature[:64] + bytes([55]))
+    bad = replace(
+        good,
+        transactions=(forged,),
+        header=replace(good.header, transactions_root=transactions_root([forged])),
+    )
+    chain.blocks.pop()
+    chain.mine(anchor_txs(bad))
+    out = Derivation(Source(chain), PARAMS).run()
+    div = out.divergence
+    assert div is not None and div.finding.error == "BadSignature"
+    assert div.finding.transaction == forged.tx_hash.hex()
