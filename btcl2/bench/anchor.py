@@ -4,8 +4,7 @@
   signed as the poster does, default codec), against the vsize of one plain 1-in 1-out P2WPKH payment;
 - replay execution rate (apply_batch, with forced inclusion) in transfers/s, against raw coincurve public-key
   recovery of the same signatures;
-- the compressed size per transfer of a 1000-transfer batch under each codec (stdlib, plus zstandard and
-  brotli when installed), against the uncompressed encoding.
+- the compressed size per transfer of a 1000-transfer batch under each codec, against the uncompressed encoding.
 """
 
 import hashlib

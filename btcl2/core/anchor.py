@@ -67,10 +67,6 @@ class Codec(IntEnum):
     16 MiB dictionary, the decoder's only setting (LZMA_FILTERS)."""
     BZ2 = 3
     """bzip2 stream, level 9."""
-    ZSTD = 4
-    """Zstandard frame, level 19 (needs the `zstandard` package to encode or decode)."""
-    BROTLI = 5
-    """Brotli stream, quality 11 (needs the `brotli` package to encode or decode)."""
 
 
 DEFAULT_CODEC = Codec.LZMA
@@ -238,14 +234,6 @@ def decode_anchor_tx(tx: Tx) -> AnchorChunk | None:
 # --- compression ------------------------------------------------------------------------------------
 
 
-def _optional_module(name: str) -> Any:
-    """Import an optional codec package, or raise BadCodec naming it."""
-    try:
-        return __import__(name)
-    except ImportError as exc:
-        raise BadCodec(f"codec {name} needs the Python package {name!r}, which is not installed") from exc
-
-
 def compress(data: bytes, codec: Codec) -> bytes:
     """Compress `data` with `codec` at its strongest standard setting."""
     if codec == Codec.NONE:
@@ -256,12 +244,6 @@ def compress(data: bytes, codec: Codec) -> bytes:
         return lzma.compress(data, format=lzma.FORMAT_RAW, filters=LZMA_FILTERS)
     if codec == Codec.BZ2:
         return bz2.compress(data, 9)
-    if codec == Codec.ZSTD:
-        out: bytes = _optional_module("zstandard").ZstdCompressor(level=19).compress(data)
-        return out
-    if codec == Codec.BROTLI:
-        result: bytes = _optional_module("brotli").compress(data, quality=11)
-        return result
     raise BadCodec(f"unknown codec {codec}")
 
 
@@ -278,34 +260,10 @@ def _bounded(decompressor: Any, data: bytes, limit: int) -> bytes:
     return result
 
 
-def _decompress_zstd(data: bytes, limit: int) -> bytes:
-    zstd = _optional_module("zstandard")
-    obj = zstd.ZstdDecompressor().decompressobj()
-    out: bytes = obj.decompress(data)
-    if len(out) > limit:
-        raise BadCodec(f"payload decompresses to more than {limit} bytes")
-    if not obj.eof or obj.unused_data:
-        raise BadCodec("payload is not exactly one zstd frame")
-    return out
-
-
-def _decompress_brotli(data: bytes, limit: int) -> bytes:
-    brotli = _optional_module("brotli")
-    dec = brotli.Decompressor()
-    out: bytes = dec.process(data)
-    if len(out) > limit:
-        raise BadCodec(f"payload decompresses to more than {limit} bytes")
-    if not dec.is_finished():
-        raise BadCodec("payload is truncated")
-    return out
-
-
 _DECOMPRESSORS: dict[Codec, Callable[[bytes, int], bytes]] = {
     Codec.ZLIB: lambda d, n: _bounded(zlib.decompressobj(), d, n),
     Codec.LZMA: lambda d, n: _bounded(lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=LZMA_FILTERS), d, n),
     Codec.BZ2: lambda d, n: _bounded(bz2.BZ2Decompressor(), d, n),
-    Codec.ZSTD: _decompress_zstd,
-    Codec.BROTLI: _decompress_brotli,
 }
 
 
