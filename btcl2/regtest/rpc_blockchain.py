@@ -254,10 +254,7 @@ def scantxoutset(srv: "RPCServer", action: str, scanobjects: list[Any] | None) -
     summary="Permanently marks a block as invalid, as if it violated a consensus rule.",
 )
 def invalidateblock(srv: "RPCServer", blockhash: str) -> None:
-    block_hash = parse_hash(blockhash, "blockhash")
-    if srv.node.chain.entry(block_hash) is None:
-        raise RPCError(RPC_INVALID_ADDRESS_OR_KEY, "Block not found")
-    srv.node.invalidate(block_hash)
+    srv.node.invalidate(_known_block(srv, blockhash))
 
 
 @rpc(
@@ -267,10 +264,15 @@ def invalidateblock(srv: "RPCServer", blockhash: str) -> None:
     summary="Removes invalidity status of a block, its ancestors and its descendants.",
 )
 def reconsiderblock(srv: "RPCServer", blockhash: str) -> None:
+    srv.node.reconsider(_known_block(srv, blockhash))
+
+
+def _known_block(srv: "RPCServer", blockhash: str) -> bytes:
+    """The hash of a block the node stores, or Core's -5 "Block not found"."""
     block_hash = parse_hash(blockhash, "blockhash")
     if srv.node.chain.entry(block_hash) is None:
         raise RPCError(RPC_INVALID_ADDRESS_OR_KEY, "Block not found")
-    srv.node.reconsider(block_hash)
+    return block_hash
 
 
 @rpc(
