@@ -13,7 +13,10 @@ def cli() -> None:
 
 def _register() -> None:
     """Each role package owns its commands; the entry point only gathers them."""
+    from btcl2.bridge import cli as bridge_cli
     from btcl2.derive.cli import replay
+    from btcl2.federation import cli as federation_cli
+    from btcl2.poster.cli import poster
     from btcl2.regtest.cli import regtest
     from btcl2.sequencer.cli import sequencer
     from btcl2.wallet import cli as wallet_cli
@@ -23,12 +26,19 @@ def _register() -> None:
     cli.add_command(sequencer)
     cli.add_command(wallet_cli.keys)
     cli.add_command(wallet_cli.wallet)
-    cli.add_command(wallet_cli.deposit)
+    cli.add_command(bridge_cli.deposit)  # the wallet's deposit, with --wait and `deposit status`
+    cli.add_command(bridge_cli.relayer)
+    cli.add_command(bridge_cli.evm_group)
     regtest.add_command(wallet_cli.fund)
     cli.add_command(l2_cli.transfer)
     cli.add_command(l2_cli.balance)
     cli.add_command(l2_cli.tx)
     cli.add_command(replay)
+    cli.add_command(poster)
+    cli.add_command(federation_cli.federation)
+    cli.add_command(federation_cli.signer)
+    cli.add_command(federation_cli.coordinator)
+    cli.add_command(federation_cli.withdraw)
 
 
 _register()

@@ -4,7 +4,7 @@ import json
 import logging
 from pathlib import Path
 
-from btcl2.bench import anchor, evm, regtest
+from btcl2.bench import anchor, bridge, evm, federation, regtest
 from btcl2.bench import sequencer as sequencer_bench
 
 
@@ -14,6 +14,8 @@ def main() -> None:
     figures += sequencer_bench.run()
     figures += anchor.run()
     figures += evm.measure()
+    figures += bridge.measure()
+    figures += federation.measure()
     width = max(len(f.name) for f in figures)
     print(f"{'figure':<{width}}  {'value':>10}  {'bound':>10}  ratio  bound is")
     for f in figures:

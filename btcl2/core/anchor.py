@@ -203,6 +203,24 @@ def _is_commitment(spk: bytes) -> bool:
     return first is not None and first[1] is not None and first[1].startswith(ANCHOR_MAGIC)
 
 
+def is_authenticated_anchor(tx: Tx, poster_pubkey: bytes) -> bool:
+    """Whether the first input of `tx` is a P2WPKH spend of `poster_pubkey`.
+
+    Only the witness is read: an empty scriptSig and exactly two witness items, a DER signature with its
+    sighash byte and the 33-byte key. Blocks commit to witnesses (wtxid), and a valid block's P2WPKH
+    spend carries a signature by that key over the transaction, so the poster authorized this anchor.
+    A P2WSH spend could show the same shape only if the key's 33 bytes were a satisfiable script; keys
+    whose bytes do not even parse as a script (the devnet key) rule that out.
+    """
+    if not tx.vin:
+        return False
+    first = tx.vin[0]
+    if first.script_sig or len(first.witness) != 2:
+        return False
+    sig, pubkey = first.witness
+    return pubkey == poster_pubkey and 9 <= len(sig) <= 73 and sig[0] == 0x30
+
+
 def decode_anchor_tx(tx: Tx) -> AnchorChunk | None:
     """The anchor chunk a Bitcoin transaction carries, None if it has no commitment output.
 

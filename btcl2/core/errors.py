@@ -67,6 +67,10 @@ class L1OriginTooOld(InvalidBatch):
     """Raised when a batch's L1 origin lags the Bitcoin tip by more than `Params.max_l1_origin_lag`."""
 
 
+class L1OriginTooRecent(InvalidBatch):
+    """Raised when a batch's L1 origin had fewer than K confirmations when the batch was anchored."""
+
+
 class MissingDeposit(InvalidBatch):
     """Raised when a batch skips a deposit that was eligible (K confirmations at its L1 origin)."""
 

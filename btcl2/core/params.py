@@ -17,6 +17,10 @@ DEVNET_FEDERATION_PUBKEYS: tuple[bytes, ...] = (
 DEVNET_FEE_ACCOUNT = bytes.fromhex("325ffe3ec027610cab38a80327e7a20e41962e1b")
 """The address of secret sha256(b"btcl2 devnet fees"): public knowledge, devnet only."""
 
+DEVNET_POSTER_PUBKEY = bytes.fromhex("0373785034c7162dc6c42c52f3312023839c79f05071483ceecf8133dca22a5154")
+"""The key of secret sha256(b"btcl2 devnet poster"): public knowledge, devnet only. As a script its bytes
+do not parse (truncated push), so no P2WSH output can present it as a witness script."""
+
 
 @dataclass(frozen=True, slots=True)
 class Params:
@@ -44,6 +48,9 @@ class Params:
     """How many federation signatures a payout needs."""
     fee_account: bytes = DEVNET_FEE_ACCOUNT
     """The L2 address every transaction fee is credited to (the sequencer operator's account)."""
+    poster_pubkey: bytes = DEVNET_POSTER_PUBKEY
+    """The poster's key (33-byte compressed): an anchor counts only if its first input is a P2WPKH spend
+    of this key (docs/PROTOCOL.md, "Anchors")."""
 
     @property
     def federation_script(self) -> bytes:

@@ -5,6 +5,8 @@ Rules (docs/PROTOCOL.md, "Anchors"):
 * Batches apply in number order. The first anchored batch of the next number that applies wins; an
   anchor that fails (bad data, wrong root, skipped deposit, ...) is rejected and replay waits for another
   anchor of that number, because anyone can write an anchor and a bad one must not stop the chain.
+* Only authenticated anchors count: the first input must be a P2WPKH spend of `Params.poster_pubkey`.
+  Anything else carrying a commitment is ignored and reported as an unauthenticated anchor.
 * Another anchor of an applied batch is a no-op when it carries the same batch, and is reported as a
   conflict otherwise.
 * A batch's L1 origin must be a block of the scanned best chain below the block that completes its
@@ -24,9 +26,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from btcl2.bitcoin.block import Block
-from btcl2.core.anchor import AnchorError, decode_anchor_tx
+from btcl2.bitcoin.tx import Tx
+from btcl2.core.anchor import AnchorError, decode_anchor_tx, is_authenticated_anchor
 from btcl2.core.deposits import Deposit, RejectedDeposit, parse_deposit
-from btcl2.core.errors import InvalidBatch, L1OriginTooOld
+from btcl2.core.errors import InvalidBatch, L1OriginTooOld, L1OriginTooRecent
 from btcl2.core.params import Params
 from btcl2.core.state import State
 from btcl2.core.transition import apply_batch
@@ -66,9 +69,12 @@ class DepositIndex:
                 self.rejected.append((height, found))
 
     def eligible_at(self, origin_height: int) -> list[Deposit]:
-        """Valid deposits mined at or below origin - K + 1 (K confirmations at the origin), in chain order."""
-        last = origin_height - self._params.k_deposit_confs + 1
-        return self._deposits[: bisect.bisect_right(self._heights, last)]
+        """Valid deposits mined at or below the L1 origin, in chain order.
+
+        The origin itself is checked to have K confirmations before the batch's anchor block, so every deposit
+        up to it had K confirmations when it was credited (the sequencer's origin is its tip - K + 1).
+        """
+        return self._deposits[: bisect.bisect_right(self._heights, origin_height)]
 
     def __len__(self) -> int:
         return len(self._deposits)
@@ -133,6 +139,8 @@ class Outcome:
     """The first failure, None when everything matched."""
     rejected: list[Rejection] = field(default_factory=list)
     """Every rejected anchor of the diverging batch number, in chain order (the first is `divergence`)."""
+    unauthenticated: list[Rejection] = field(default_factory=list)
+    """Transactions carrying a commitment whose first input is not the poster's: ignored."""
     rejected_deposits: int = 0
     deposits_seen: int = 0
     resets: int = 0
@@ -207,9 +215,11 @@ class Derivation:
             try:
                 chunk = decode_anchor_tx(tx)
             except AnchorError as exc:
+                if self._unauthenticated(tx, l1.height, None):
+                    continue
                 self._rejected(malformed(tx, l1.height, exc))
                 continue
-            if chunk is None:
+            if chunk is None or self._unauthenticated(tx, l1.height, chunk.commitment.batch_number):
                 continue
             frame = self._assembler.add(chunk, AnchorRef(tx.txid_hex, l1.height))
             if isinstance(frame, AnchoredBatch):
@@ -220,6 +230,15 @@ class Derivation:
         progress.height, progress.blocks = l1.height, progress.blocks + 1
         if self._on_block is not None:
             self._on_block(progress)
+
+    def _unauthenticated(self, tx: Tx, height: int, number: int | None) -> bool:
+        """Record and skip an anchor the poster did not sign; False when it is the poster's."""
+        if is_authenticated_anchor(tx, self._params.poster_pubkey):
+            return False
+        message = "first input is not a P2WPKH spend of the poster key"
+        finding = Finding("UnauthenticatedAnchor", message)
+        self._out.unauthenticated.append(Rejection(number, (AnchorRef(tx.txid_hex, height),), finding))
+        return True
 
     def _rejected(self, frame: RejectedAnchor) -> None:
         rejection = Rejection(frame.batch_number, frame.anchors, Finding(frame.error, frame.message))
@@ -257,6 +276,12 @@ class Derivation:
             raise L1OriginMismatch(
                 f"L1 origin at height {origin}: best chain has {self._hashes[origin - self._from][::-1].hex()}, "
                 f"batch names {header.l1_origin_hash[::-1].hex()}"
+            )
+        confirmations = anchored.height - origin
+        if confirmations < self._params.k_deposit_confs:
+            raise L1OriginTooRecent(
+                f"L1 origin {origin} had {confirmations} confirmation(s) before its anchor block "
+                f"{anchored.height}, fewer than K = {self._params.k_deposit_confs}"
             )
         lag = anchored.height - 1 - origin
         if lag > self._params.max_l1_origin_lag:

@@ -47,6 +47,7 @@ def report_json(out: Outcome, elapsed: float) -> dict[str, Any]:
         "applied": [{**asdict(b), "anchors": [asdict(a) for a in b.anchors]} for b in out.applied],
         "superseded": [_rejection(r) for r in out.superseded],
         "conflicts": [_rejection(r) for r in out.conflicts],
+        "unauthenticated": [_rejection(r) for r in out.unauthenticated],
         "rejected": [_rejection(r) for r in out.rejected],
         "divergence": None if out.divergence is None else _rejection(out.divergence),
     }
@@ -78,6 +79,11 @@ def summary(doc: dict[str, Any]) -> str:
     ]
     if doc["repeated_anchors"]:
         lines.append(f"repeated anchors ignored: {doc['repeated_anchors']}")
+    if doc["unauthenticated"]:
+        first = doc["unauthenticated"][0]["anchors"][0]["txid"]
+        lines.append(
+            f"warning: unauthenticated anchors ignored: {len(doc['unauthenticated'])} (first {first})"
+        )
     for item in doc["superseded"]:
         lines.append(f"warning: superseded anchor: {_line(item)}")
     for item in doc["conflicts"]:

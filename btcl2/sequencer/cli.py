@@ -14,6 +14,10 @@ from btcl2.bitcoin.rpc import BitcoinRPC
 from btcl2.bitcoin.tx import Tx
 from btcl2.core.deposits import parse_deposit
 from btcl2.errors import BtcL2Error, Temporary
+from btcl2.poster.api import install as install_poster_api
+from btcl2.poster.cli import JOURNAL_DIR, make_poster
+from btcl2.poster.service import PosterSettings
+from btcl2.poster.sources import StoreBatchSource
 from btcl2.sequencer.api import APIServer, SequencerAPI
 from btcl2.sequencer.config import SequencerConfig, load_config
 from btcl2.sequencer.service import Sequencer
@@ -59,11 +63,13 @@ async def _start_height(config: SequencerConfig, store: SequencerStore, rpc: Bit
     return height
 
 
-async def serve(config: SequencerConfig) -> None:
-    """Run the watcher, the sequencer and the API until SIGINT/SIGTERM or a Critical error."""
+async def serve(config: SequencerConfig, poster_key: Path | None = None) -> None:
+    """Run the watcher, the sequencer and the API until SIGINT/SIGTERM or a Critical error; with
+    `poster_key`, the poster too (`--post`)."""
     params = config.params
     seq_db = Database(config.datadir / "sequencer")
     watch_db = Database(config.datadir / "watcher")
+    post_db: Database | None = None
     try:
         async with BitcoinRPC(config.bitcoin_rpc, cookie_file=config.bitcoin_cookie) as rpc:
             store = SequencerStore(seq_db)
@@ -100,6 +106,16 @@ async def serve(config: SequencerConfig) -> None:
             )
             tip = NodeTipPoller(rpc, seq, config.poll_interval)
             services: list[Any] = [watcher, seq, api, tip]
+            # --- poster (--post): same TaskGroup, reads batches from the store, answers anchor status.
+            poster = None
+            if poster_key is not None:
+                post_db = Database(config.datadir / JOURNAL_DIR)
+                settings = PosterSettings(poll_interval=config.poll_interval)
+                poster = make_poster(rpc, post_db, StoreBatchSource(store), poster_key, params, settings)
+                seq.anchors = poster
+                services.append(poster)
+            install_poster_api(api.api, seq, poster)
+            # --- end poster
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, lambda: [s.stop() for s in services])
@@ -114,6 +130,8 @@ async def serve(config: SequencerConfig) -> None:
                 for service in services:
                     tg.create_task(_supervised(service, services))
     finally:
+        if post_db is not None:
+            post_db.close()
         watch_db.close()
         seq_db.close()
 
@@ -154,6 +172,13 @@ def sequencer() -> None:
     default=None,
     help="TOML configuration file (flags override it).",
 )
+@click.option("--post", is_flag=True, help="Also run the poster: anchor every sealed batch on Bitcoin.")
+@click.option(
+    "--poster-key",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="The poster's key file (required with --post).",
+)
 @click.option("--debug", is_flag=True, help="Log at debug level.")
 def run(
     datadir: Path | None,
@@ -163,6 +188,8 @@ def run(
     batch_max_txs: int | None,
     batch_interval: float | None,
     config_file: Path | None,
+    post: bool,
+    poster_key: Path | None,
     debug: bool,
 ) -> None:
     """Run the sequencer: follow Bitcoin deposits, accept L2 transactions, seal batches, serve JSON-RPC."""
@@ -183,8 +210,10 @@ def run(
         config = load_config(config_file, flags)
     except BtcL2Error as exc:
         raise click.UsageError(str(exc)) from None
+    if post and poster_key is None:
+        raise click.UsageError("--post needs --poster-key")
     try:
-        asyncio.run(serve(config))
+        asyncio.run(serve(config, poster_key if post else None))
     except* BtcL2Error as group:
         for error in group.exceptions:
             log.critical("sequencer halted: %s: %s", type(error).__name__, error)

@@ -18,6 +18,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from btcl2.bitcoin.tx import MAX_MONEY, OutPoint
 from btcl2.core.deposits import Deposit, DepositKind, check_forced_inclusion, check_l1_origin_lag
@@ -56,6 +57,14 @@ class NotFound(InvalidInput):
 
 class BatchOutOfHistory(NotFound):
     """Raised when a query names a batch that is not sealed (yet)."""
+
+
+class AnchorTracker(Protocol):
+    """What the sequencer asks the poster (when it runs in the same process): a batch's anchoring."""
+
+    def batch_status(self, number: int) -> str:
+        """sealed, broadcast, anchored (>= 1 confirmation) or final (>= F confirmations)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +115,9 @@ class Sequencer:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._logged_seq = logged_seq
+        self.anchors: AnchorTracker | None = None
+        """The poster, when it runs in this process (`--post`): sealed transactions then report
+        anchored/final."""
 
     def set_logged_seq(self, logged_seq: Callable[[], int]) -> None:
         """Tell the sequencer how to read the watcher's next event sequence number."""
@@ -374,6 +386,9 @@ class Sequencer:
         record = self.store.tx_record(tx_hash)
         if record is not None:
             status = "sealed" if record.status == TxStatus.SEALED else "rejected"
+            if status == "sealed" and self.anchors is not None and record.batch is not None:
+                anchored = self.anchors.batch_status(record.batch)
+                status = anchored if anchored in ("anchored", "final") else status
             return TxView(record.signed, record.sender, status, record.batch, record.index, record.reason)
         dropped = self._dropped.get(Hash32(tx_hash))
         if dropped is not None:

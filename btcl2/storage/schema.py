@@ -39,3 +39,25 @@ DERIVE_NODE = b"Rn"  # SMT node hash -> node encoding
 DERIVE_ACCOUNT = b"Ra"  # account leaf value -> Account encoding
 DERIVE_WITHDRAWAL = b"Rw"  # withdrawal id -> WithdrawalRecord encoding
 DERIVE_DEPOSIT = b"Rd"  # outpoint -> credited deposit
+
+# The relayer's journal (btcl2/bridge/journal.py, DIR/relayer): EVM transactions written before they are sent,
+# and the deposits it mints. An entry and the deposit change it causes are written in one atomic batch.
+RELAYER_META = b"Em"  # name -> value: last applied watcher event, next journal id
+RELAYER_TX = b"Et"  # journal id (u64 BE) -> TxEntry (purpose, subject, nonce, signed versions, status)
+RELAYER_OPEN = b"Eo"  # journal id (u64 BE) -> b"": entries still pending (at most one)
+RELAYER_DEPOSIT = b"Ed"  # outpoint (txid + vout u32 BE) -> DepositRecord (status, block, raw tx, mint tx)
+RELAYER_QUEUE = b"Eq"  # height (u32 BE) + outpoint -> b"": confirmed EVM deposits waiting for their mint
+
+# The poster's journal (btcl2/poster/journal.py): every anchor transaction it signs, written before it is sent.
+POSTER_TX = b"Pt"  # batch number (u64 BE) + chunk (u16 BE) + version (u16 BE) -> JournalEntry
+POSTER_META = b"Pm"  # name -> value: next batch to post (u64 BE), last seen Bitcoin tip height (u64 BE)
+
+# The federation (btcl2/federation/store.py): a signer's record of what it signed, and the coordinator's
+# payout journal. Each signature and each payout step is one atomic, synced write.
+FED_SIGNED = b"Fs"  # payout txid -> fee u64 LE || unsigned payout encoding
+FED_SIGNED_REF = b"Fr"  # withdrawal ref (kind u8 || id 32) -> txid of the last payout signed for it
+FED_SIGNED_INPUT = b"Fi"  # outpoint (txid + vout u32 LE) -> txid of the last payout signed spending it
+FED_COORD_META = b"Cm"  # b"active" / b"next" -> payout number u64 BE
+FED_COORD_PAYOUT = b"Cp"  # payout number u64 BE -> JSON journal entry
+FED_COORD_WITHDRAWAL = b"Cw"  # withdrawal ref -> number of the latest payout carrying it
+FED_COORD_PAID = b"Cd"  # withdrawal ref -> txid of the payout that paid it (F confirmations)

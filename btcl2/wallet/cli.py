@@ -2,7 +2,7 @@
 
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -218,7 +218,7 @@ def deposit(
     bitcoin_rpc: str | None,
     bitcoin_cookie: str | None,
     as_json: bool,
-) -> None:
+) -> dict[str, Any]:
     """Deposit BTC to an L2 account or an EVM address: pay the federation with the recipient's tag.
 
     Prints the deposit's outpoint (txid:vout) and the confirmations it needs before it is credited.
@@ -269,6 +269,7 @@ def deposit(
             f"credited after {params.k_deposit_confs} confirmations",
         ],
     )
+    return data  # btcl2.bridge.cli's `deposit --wait` follows the deposit from here
 
 
 def _coinbases_needed(tip_height: int, amount: int) -> int:

@@ -14,6 +14,7 @@ from framework.node import RegtestNode
 from framework.util import CoinPool, mine, new_key
 
 from btcl2.bitcoin.hashes import hash160
+from btcl2.bitcoin.keys import PrivateKey
 from btcl2.bitcoin.script import p2wpkh
 from btcl2.bitcoin.sign import PrevoutInfo, sign_transaction
 from btcl2.bitcoin.tx import OutPoint, Tx, TxIn, TxOut
@@ -36,6 +37,9 @@ BOB_KEY = hashlib.sha256(b"replay bob").digest()
 ALICE = address_from_private_key(ALICE_KEY)
 BOB = address_from_private_key(BOB_KEY)
 FEE_RATE = 2
+# Anchors count only when signed by the poster key (Params.poster_pubkey): the devnet one is public.
+POSTER_KEY = PrivateKey(hashlib.sha256(b"btcl2 devnet poster").digest())
+POSTER_SPK = p2wpkh(hash160(POSTER_KEY.pubkey()))
 
 
 class L2:
@@ -49,11 +53,11 @@ class L2:
         # Split one coinbase into many anchor funding coins, so anchors never chain in the mempool.
         coin = pool.take()
         op = OutPoint(bytes.fromhex(coin.txid)[::-1], coin.vout)
-        outs = tuple(TxOut(20_000_000, pool.key.p2wpkh_script) for _ in range(40))
+        outs = tuple(TxOut(20_000_000, POSTER_SPK) for _ in range(40))
         outs += (TxOut(coin.value - 40 * 20_000_000 - 10_000, pool.key.p2wpkh_script),)
         tx = self.signed(Tx(2, (TxIn(op),), outs, 0), [(op, TxOut(coin.value, pool.key.p2wpkh_script))])
         self.send(tx)
-        self.coins = [(OutPoint(tx.txid, i), o) for i, o in enumerate(tx.vout)]
+        self.coins = [(OutPoint(tx.txid, i), o) for i, o in enumerate(tx.vout[:40])]
         self.deposit_coin = pool.take()
 
     def signed(self, tx: Tx, coins: list[tuple[OutPoint, TxOut]]) -> Tx:
@@ -73,6 +77,11 @@ class L2:
 
     def tip(self) -> tuple[int, Hash32]:
         height = self.node.call("getblockcount")
+        return height, Hash32(bytes.fromhex(self.node.call("getblockhash", height))[::-1])
+
+    def safe_tip(self) -> tuple[int, Hash32]:
+        """The L1 origin the sequencer would pick: the tip less K - 1 blocks."""
+        height = self.node.call("getblockcount") - PARAMS.k_deposit_confs + 1
         return height, Hash32(bytes.fromhex(self.node.call("getblockhash", height))[::-1])
 
     def deposit(self, recipient: Address20, amount: int) -> None:
@@ -110,7 +119,7 @@ class L2:
         return txs
 
     def build(self, txs: list[SignedTx], skip_deposits: bool = False) -> BuiltBatch:
-        origin = self.tip()
+        origin = self.safe_tip()
         credits = [] if skip_deposits else self.eligible_credits(origin[0])
         built = build_batch(self.state, PARAMS, credits, txs, origin, 1_700_000_000 + origin[0])
         assert not built.rejected, built.rejected
@@ -121,7 +130,7 @@ class L2:
 
     def anchor_outputs(self, outputs: list[list[TxOut]], send: bool = True) -> list[Tx]:
         coins, self.coins = self.coins[: len(outputs)], self.coins[len(outputs) :]
-        txs = build_anchor_transactions(outputs, coins, self.key.p2wpkh_script, FEE_RATE, self.key.priv)
+        txs = build_anchor_transactions(outputs, coins, POSTER_SPK, FEE_RATE, POSTER_KEY)
         if send:
             for tx in txs:
                 self.send(tx)

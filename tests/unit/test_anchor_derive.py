@@ -67,19 +67,32 @@ def deposit_tx(n: int, amount: int = 500_000) -> Tx:
     return Tx(2, (TxIn(OutPoint(hashlib.sha256(b"dep%d" % n).digest(), 0)),), outs, 0)
 
 
-def anchor_txs(batch: Batch, codec: Codec = Codec.LZMA, size: int = 99_000) -> list[Tx]:
+# The shape of a P2WPKH spend of the poster key; the pipeline reads the witness, not the signature
+# (the block's validity proves the signature).
+POSTER_WITNESS = (b"\x30" + bytes(70), PARAMS.poster_pubkey)
+
+
+def anchor_txs(
+    batch: Batch, codec: Codec = Codec.LZMA, size: int = 99_000, witness: tuple[bytes, ...] = POSTER_WITNESS
+) -> list[Tx]:
     return [
-        Tx(2, (TxIn(OutPoint(hashlib.sha256(batch.hash + bytes([i])).digest(), 0)),), tuple(outs), 0)
+        Tx(
+            2,
+            (TxIn(OutPoint(hashlib.sha256(batch.hash + bytes([i])).digest(), 0), witness=witness),),
+            tuple(outs),
+            0,
+        )
         for i, outs in enumerate(encode_anchor_outputs(batch, codec, size))
     ]
 
 
 def setup_chain() -> tuple[FakeChain, list[Batch], State]:
-    """Deposit at height 1; batch 0 credits it (origin 2, K = 2); batch 1 is a transfer."""
+    """Deposit at height 1; batch 0 credits it (origin 2, anchored at 4, K = 2); batch 1 is a transfer."""
     chain = FakeChain()
     dep = deposit_tx(0)
     chain.mine([dep])
     origin = chain.mine([])
+    chain.mine([])  # the origin is K deep before its batch is anchored
     credit = Deposit(OutPoint(dep.txid, 0), DepositKind.L2, ALICE, Sats(500_000)).credit()
     b0 = build_batch(State(), PARAMS, [credit], [], (origin, chain.hash(origin)), 100)
     chain.mine(anchor_txs(b0.batch))
@@ -132,6 +145,7 @@ def test_skipped_deposit_and_missing_chunk() -> None:
     chain = FakeChain()
     chain.mine([deposit_tx(1)])
     origin = chain.mine([])
+    chain.mine([])
     skipping = build_batch(State(), PARAMS, [], [], (origin, chain.hash(origin)), 100).batch
     chain.mine(anchor_txs(skipping))
     out = Derivation(Source(chain), PARAMS).run()
@@ -163,3 +177,31 @@ def test_bad_transaction_is_named() -> None:
     div = out.divergence
     assert div is not None and div.finding.error == "BadSignature"
     assert div.finding.transaction == forged.tx_hash.hex()
+
+
+def test_unauthenticated_anchor_is_ignored() -> None:
+    """Someone else anchors a valid empty batch 1 first: ignored and reported; the poster's applies."""
+    chain, batches, state = setup_chain()
+    genuine = chain.blocks.pop()
+    origin = 3
+    empty = build_batch(
+        State(), PARAMS, [], [], (origin, chain.hash(origin)), 200
+    )  # not even on batch 0's state: it does not matter, it is never read
+    takeover = replace(batches[1], transactions=(), header=replace(batches[1].header, timestamp=5))
+    stranger = (b"\x30" + bytes(70), bytes.fromhex("02" + "11" * 32))
+    chain.mine([*anchor_txs(takeover, witness=stranger), *anchor_txs(empty.batch, witness=())])
+    chain.blocks.append(replace(genuine, header=replace(genuine.header, prev_hash=chain.blocks[-1].hash)))
+    out = Derivation(Source(chain), PARAMS).run()
+    assert out.divergence is None and out.state.root == state.root
+    assert [u.finding.error for u in out.unauthenticated] == ["UnauthenticatedAnchor"] * 2
+    assert out.unauthenticated[0].batch_number == 1 and not out.conflicts and not out.superseded
+
+
+def test_origin_with_fewer_than_k_confirmations_is_rejected() -> None:
+    """A batch anchored in the block right after its L1 origin credited from an origin only 1 deep."""
+    chain = FakeChain()
+    origin = chain.mine([])
+    batch = build_batch(State(), PARAMS, [], [], (origin, chain.hash(origin)), 100).batch
+    chain.mine(anchor_txs(batch))
+    out = Derivation(Source(chain), PARAMS).run()
+    assert out.divergence is not None and out.divergence.finding.error == "L1OriginTooRecent"

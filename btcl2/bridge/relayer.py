@@ -1,0 +1,340 @@
+"""The relayer: keeps the EVM light client fed with Bitcoin headers and mints WBTC for confirmed EVM deposits.
+
+Each pass, in this order:
+  1. the watcher catches up with Bitcoin and hands over deposits that reached K confirmations (K is the
+     Bridge's minConfirmations), and their reorgs; they are queued in the relayer's store;
+  2. the pending EVM transaction, if any, is reconciled with the chain (see btcl2.bridge.sender): nothing
+     new is sent while one is in flight;
+  3. headers: the light client is asked whether the node's tip is on its best chain; if not, the relayer finds
+     the newest height where both chains agree and submits the node's headers above it, in batches. After a
+     Bitcoin reorg that is exactly the new branch; the light client itself switches to the most work;
+  4. mints: each queued deposit whose block has K confirmations on the light client is proven
+     (Bridge.mintWithProof). An outpoint the Bridge already minted (minted() true, or AlreadyMinted) is
+     recorded as done, never retried; a deposit the Bridge refuses for good is recorded as rejected.
+
+Only the Bridge's own events are believed: logs are decoded by the Bridge's address, never by their shape.
+The relayer trusts nothing it submits: the contracts check every header and proof themselves.
+"""
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, replace
+
+from eth_utils.crypto import keccak
+
+from btcl2.bitcoin.block import Block, BlockHeader
+from btcl2.bitcoin.rpc import SyncBitcoinRPC
+from btcl2.bridge.abi import Event, find_entry, signature
+from btcl2.bridge.evm import Contract, ContractRevert, EvmClient, events_of
+from btcl2.bridge.journal import (
+    DONE_STATUSES,
+    DepositRecord,
+    DepositStatus,
+    Purpose,
+    RelayerStore,
+    TxEntry,
+    TxStatus,
+    outpoint_from_key,
+    outpoint_key,
+)
+from btcl2.bridge.sender import Resolved, TxSender
+from btcl2.bridge.spv import mint_proof
+from btcl2.core.deposits import Deposit, DepositKind
+from btcl2.errors import Critical, Temporary
+from btcl2.failpoints import failpoint
+from btcl2.watcher.events import DepositConfirmed, DepositLike, DepositReorged, WatcherEvent
+from btcl2.watcher.watcher import Watcher
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_REVERTS = frozenset(
+    {"BlockNotInBestChain", "InsufficientConfirmations", "MintCapExceeded", "BridgePaused", ""}
+)
+"""Mint reverts that may pass later (more headers, a refilled bucket, an unpause): the deposit stays queued."""
+
+
+@dataclass(frozen=True, slots=True)
+class RelayerConfig:
+    """How the relayer paces itself."""
+
+    headers_per_tx: int = 100
+    """Most headers in one submitHeaders transaction."""
+    poll_interval: float = 1.0
+    """Seconds between passes."""
+    receipt_wait: float = 5.0
+    """Seconds to wait for a just-sent transaction's receipt before moving on to the next pass."""
+    max_backoff: float = 30.0
+    """Longest wait after repeated temporary failures."""
+
+
+def _is_evm(deposit: DepositLike) -> bool:
+    return isinstance(deposit, Deposit) and deposit.kind == DepositKind.EVM
+
+
+def _rpc_hash(h: bytes) -> str:
+    return h[::-1].hex()
+
+
+def minted_events(evm: EvmClient, bridge: Contract, txid: bytes, from_block: int = 0) -> list[Event]:
+    """The Bridge's Minted events for transaction `txid` (internal order), read by its address only."""
+    topic = keccak(text=signature(find_entry(bridge.abi, "event", "Minted")))
+    logs = evm.rpc(
+        "eth_getLogs",
+        {
+            "address": bridge.address,
+            "fromBlock": hex(from_block),
+            "toBlock": "latest",
+            "topics": ["0x" + topic.hex(), "0x" + txid.hex()],
+        },
+    )
+    return [e for e in events_of(bridge, logs) if e.name == "Minted" and e.args["btcTxid"] == txid]
+
+
+class Relayer:
+    """Feeds the light client and mints confirmed EVM deposits; the watcher's consumer for deposit events."""
+
+    def __init__(
+        self,
+        node: SyncBitcoinRPC,
+        evm: EvmClient,
+        bridge: Contract,
+        light_client: Contract,
+        sender: TxSender,
+        store: RelayerStore,
+        config: RelayerConfig,
+    ) -> None:
+        self.node = node
+        self.evm = evm
+        self.bridge = bridge
+        self.light_client = light_client
+        self.sender = sender
+        self.store = store
+        self.config = config
+        self.k = int(evm.call(bridge, "minConfirmations"))
+        self.checkpoint_height = int(evm.call(light_client, "checkpointHeight"))
+        self.watcher: Watcher | None = None
+        self._stopping = asyncio.Event()
+        self._warned_heavier: bytes | None = None
+        wired = str(evm.call(bridge, "lightClient"))
+        if wired.lower() != light_client.address.lower():
+            raise Critical(f"the Bridge reads light client {wired}, not {light_client.address}")
+
+    # --- the service loop ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Pass after pass until stop(); temporary failures back off, anything else stops the relayer."""
+        backoff = self.config.poll_interval
+        while not self._stopping.is_set():
+            try:
+                await self.poll_once()
+                wait = backoff = self.config.poll_interval
+            except Temporary as e:
+                log.warning("relayer: %s; retrying in %.1fs", e, backoff)
+                wait = backoff
+                backoff = min(max(backoff, 0.1) * 2, self.config.max_backoff)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), wait)
+
+    def stop(self) -> None:
+        """Ask run() to return after the current pass."""
+        self._stopping.set()
+
+    async def poll_once(self) -> None:
+        """One pass: the watcher catches up, then the EVM work runs off the event loop."""
+        if self.watcher is not None:
+            await self.watcher.poll_once()
+        await asyncio.to_thread(self.step)
+
+    def step(self) -> None:
+        """The EVM side of one pass: reconcile, headers, mints (blocking)."""
+        if not self._settle_open():
+            return
+        if not self.sync_headers():
+            return
+        self.mint_queued()
+
+    # --- watcher events ----------------------------------------------------------------------------------
+
+    def on_event(self, seq: int, event: WatcherEvent) -> None:
+        """Queue confirmed EVM deposits, unqueue reorged ones; each event applied once, by sequence number."""
+        if seq <= self.store.last_seq():
+            return
+        record = None
+        if isinstance(event, DepositConfirmed) and _is_evm(event.deposit):
+            record = self._confirmed(event)
+        elif isinstance(event, DepositReorged) and _is_evm(event.deposit):
+            record = self._reorged(event)
+        self.store.apply_event(seq, record)
+
+    def _confirmed(self, event: DepositConfirmed) -> DepositRecord | None:
+        d = event.deposit
+        assert isinstance(d, Deposit)
+        old = self.store.deposit(d.outpoint)
+        if old is not None and old.status != DepositStatus.REORGED:
+            return None
+        log.info(
+            "relayer: deposit %s:%d confirmed in block %d", d.outpoint.txid_hex, d.outpoint.vout, event.height
+        )
+        return DepositRecord(
+            d.outpoint,
+            bytes(d.recipient),
+            int(d.amount),
+            event.height,
+            event.block_hash,
+            DepositStatus.CONFIRMED,
+        )
+
+    def _reorged(self, event: DepositReorged) -> DepositRecord | None:
+        old = self.store.deposit(event.deposit.outpoint)
+        if old is None or old.block_hash != event.block_hash or old.status in DONE_STATUSES:
+            if old is not None and old.status == DepositStatus.MINTED:
+                log.error("relayer: deposit %s minted from a block that left Bitcoin's chain", old.outpoint)
+            return None
+        return replace(old, status=DepositStatus.REORGED)
+
+    # --- the pending transaction ---------------------------------------------------------------------------
+
+    def _settle_open(self) -> bool:
+        """Reconcile pending entries; True when none is left in flight."""
+        for entry in self.store.open_entries():
+            resolved = self.sender.check(entry)
+            if resolved is None:
+                return False
+            self._record(resolved)
+        return True
+
+    def _send_and_wait(self, entry: TxEntry, deposit: DepositRecord | None = None) -> bool:
+        """Journal, send and wait a little for the receipt; True if it was resolved within the wait."""
+        entry = self.sender.send(entry, deposit)
+        resolved = self.sender.wait(entry, self.config.receipt_wait)
+        if resolved is None:
+            return False
+        self._record(resolved)
+        return True
+
+    def _record(self, resolved: Resolved) -> None:
+        entry = resolved.entry
+        step = entry.purpose.name.lower()
+        failpoint("relayer.before_record", f"relayer.{step}.before_record")
+        if entry.purpose != Purpose.MINT:
+            self.store.finish(entry)
+        else:
+            self.store.finish(entry, self._mint_outcome(resolved))
+        failpoint("relayer.after_record", f"relayer.{step}.after_record")
+
+    def _mint_outcome(self, resolved: Resolved) -> DepositRecord | None:
+        entry = resolved.entry
+        record = self.store.deposit(outpoint_from_key(entry.subject))
+        if record is None:
+            raise Critical(f"journal entry {entry.id} mints an outpoint the relayer never queued")
+        op = record.outpoint
+        if entry.status == TxStatus.MINED:
+            mine = [e for e in events_of(self.bridge, resolved.receipt or ()) if e.name == "Minted"]
+            if not any(e.args["btcTxid"] == op.txid and e.args["vout"] == op.vout for e in mine):
+                raise Critical(
+                    f"mint tx 0x{entry.mined_hash.hex()} succeeded without the Bridge's Minted event"
+                )
+            log.info("relayer: minted %s:%d in tx 0x%s", op.txid_hex, op.vout, entry.mined_hash.hex())
+            return replace(record, status=DepositStatus.MINTED, mint_tx=entry.mined_hash, reason="")
+        if self.evm.call(self.bridge, "minted", op.txid, op.vout):
+            return self._already_minted(record)
+        if record.status == DepositStatus.REORGED:
+            return record
+        # Reverted for another reason, or dropped: queue it again; the next simulation says what to do.
+        return replace(record, status=DepositStatus.CONFIRMED, reason=entry.note)
+
+    def _already_minted(self, record: DepositRecord) -> DepositRecord:
+        op = record.outpoint
+        events = [e for e in minted_events(self.evm, self.bridge, op.txid) if e.args["vout"] == op.vout]
+        tx = events[0].tx_hash if events else b""
+        log.info("relayer: deposit %s:%d was minted by another transaction", op.txid_hex, op.vout)
+        return replace(record, status=DepositStatus.ALREADY_MINTED, mint_tx=tx, reason="AlreadyMinted")
+
+    # --- headers -------------------------------------------------------------------------------------------
+
+    def _node_hash(self, height: int) -> bytes:
+        return bytes.fromhex(self.node.call("getblockhash", height))[::-1]
+
+    def _fork_height(self, node_height: int) -> int:
+        """The newest height where the light client's best chain and the node's chain hold the same block."""
+        h = min(int(self.evm.call(self.light_client, "bestHeight")), node_height)
+        while h > self.checkpoint_height:
+            if bytes(self.evm.call(self.light_client, "hashAtHeight", h)) == self._node_hash(h):
+                return h
+            h -= 1
+        return self.checkpoint_height
+
+    def _headers(self, first: int, last: int) -> list[BlockHeader]:
+        hashes = self.node.batch([("getblockhash", [h]) for h in range(first, last + 1)])
+        raws = self.node.batch([("getblockheader", [h, False]) for h in hashes if isinstance(h, str)])
+        if len(raws) != last - first + 1 or not all(isinstance(r, str) for r in raws):
+            raise Temporary("the node's chain changed while its headers were read")
+        return [BlockHeader.decode(bytes.fromhex(str(r))) for r in raws]
+
+    def sync_headers(self) -> bool:
+        """Submit the node's headers the light client lacks; True when it is caught up (nothing in flight)."""
+        while True:
+            tip = bytes.fromhex(self.node.call("getbestblockhash"))[::-1]
+            if self.evm.call(self.light_client, "isInBestChain", tip):
+                return True
+            stored = self.evm.call(self.light_client, "getHeader", tip)
+            if int(stored[2]) != 0:
+                # Known but not best: the light client holds a branch with more work than the node's.
+                if self._warned_heavier != tip:
+                    log.warning("relayer: the light client's best chain has more work than the node's tip")
+                    self._warned_heavier = tip
+                return True
+            node_height = int(self.node.call("getblockheader", _rpc_hash(tip))["height"])
+            fork = self._fork_height(node_height)
+            last = min(fork + self.config.headers_per_tx, node_height)
+            headers = self._headers(fork + 1, last)
+            expected = bytes(self.evm.call(self.light_client, "hashAtHeight", fork))
+            for header in headers:
+                if header.prev_hash != expected:
+                    raise Temporary("the node's chain changed while its headers were read")
+                expected = header.hash
+            data = b"".join(h.encode() for h in headers)
+            entry = self.sender.prepare(
+                Purpose.HEADERS, headers[-1].hash, self.light_client, "submitHeaders", [data]
+            )
+            log.info("relayer: submitting headers %d..%d", fork + 1, last)
+            if not self._send_and_wait(entry):
+                return False
+
+    # --- mints ---------------------------------------------------------------------------------------------
+
+    def mint_queued(self) -> None:
+        """Mint every queued deposit the light client has confirmed; stops at a transaction still in flight."""
+        for record in self.store.queued():
+            if not self._mint_one(record):
+                return
+
+    def _mint_one(self, record: DepositRecord) -> bool:
+        """Try to mint one deposit; False if its transaction is still in flight."""
+        op = record.outpoint
+        if int(self.evm.call(self.light_client, "confirmations", record.block_hash)) < self.k:
+            return True  # the headers come first; a block the light client dropped waits for its reorg event
+        if self.evm.call(self.bridge, "minted", op.txid, op.vout):
+            self.store.set_deposit(self._already_minted(record))
+            return True
+        block = Block.decode(bytes.fromhex(self.node.call("getblock", _rpc_hash(record.block_hash), 0)))
+        proof = mint_proof(block, op.txid, op.vout)
+        try:
+            entry = self.sender.prepare(
+                Purpose.MINT, outpoint_key(op), self.bridge, "mintWithProof", proof.args()
+            )
+        except ContractRevert as e:
+            self._refused(record, e)
+            return True
+        return self._send_and_wait(entry, record)
+
+    def _refused(self, record: DepositRecord, e: ContractRevert) -> None:
+        op = record.outpoint
+        if e.name == "AlreadyMinted":
+            self.store.set_deposit(self._already_minted(record))
+        elif e.name in TRANSIENT_REVERTS:
+            log.info("relayer: mint of %s:%d must wait: %s", op.txid_hex, op.vout, e)
+        else:
+            log.warning("relayer: the Bridge refuses deposit %s:%d: %s", op.txid_hex, op.vout, e)
+            self.store.set_deposit(replace(record, status=DepositStatus.REJECTED, reason=e.name))

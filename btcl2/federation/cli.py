@@ -1,0 +1,256 @@
+"""Commands: `federation info`, `signer run`, `coordinator run`, and the user's `withdraw` (L2 or EVM) and
+`withdraw status`."""
+
+import asyncio
+import json
+import logging
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import click
+
+from btcl2.bitcoin.address import script_to_address
+from btcl2.federation.config import CoordinatorConfig, SignerConfig, load
+from btcl2.federation.payout import WithdrawalRef
+from btcl2.wallet.amounts import format_btc, parse_amount, parse_sats
+from btcl2.wallet.clicommon import (
+    UserCommand,
+    UserGroup,
+    emit,
+    fail,
+    json_option,
+    network,
+    sats_option,
+    sequencer_option,
+)
+
+DEFAULT_COORDINATOR = "http://127.0.0.1:8710"
+"""Where `btcl2 coordinator run` serves its status API by default."""
+DEFAULT_L2_FEE = 100
+"""L2 fee of a withdrawal, in satoshis."""
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+@click.group("federation", cls=UserGroup)
+def federation() -> None:
+    """The federation's custody multisig."""
+
+
+@federation.command("info")
+@json_option
+def info(as_json: bool) -> None:
+    """Federation keys, threshold, witness script and deposit address of the rollup parameters."""
+    from btcl2.core.params import Params
+
+    params = Params()
+    spk = params.federation_script_pubkey
+    data: dict[str, Any] = {
+        "m": params.federation_m,
+        "n": len(params.federation_pubkeys),
+        "pubkeys": sorted(k.hex() for k in params.federation_pubkeys),
+        "witnessScript": params.federation_script.hex(),
+        "scriptPubKey": spk.hex(),
+        "address": script_to_address(spk, network()),
+    }
+    lines = [
+        f"federation {data['m']}-of-{data['n']}",
+        f"address:       {data['address']}",
+        f"scriptPubKey:  {data['scriptPubKey']}",
+        f"witnessScript: {data['witnessScript']}",
+        *(f"key:           {k}" for k in data["pubkeys"]),
+    ]
+    emit(as_json, data, lines)
+
+
+@click.group("signer", cls=UserGroup)
+def signer() -> None:
+    """A federation signer."""
+
+
+@signer.command("run")
+@click.option(
+    "--key", "key_file", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Key file."
+)
+@click.option("--config", "config_file", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Overrides the config's port.")
+def signer_run(key_file: Path, config_file: Path, port: int | None) -> None:
+    """Serve the signing API: sign only payouts this signer's own nodes show to be owed and unpaid."""
+    from btcl2.bitcoin.address import network_by_name
+    from btcl2.federation.signer import SignerService, build_signer
+    from btcl2.wallet.keyfile import load_keyfile
+
+    _logging()
+    config = load(SignerConfig, config_file, {"port": port})
+    key = load_keyfile(key_file, network_by_name(config.params.network)).key
+    core, store, rpc = build_signer(key, config)
+    try:
+        asyncio.run(SignerService(core, config).run())
+    finally:
+        store.close()
+        rpc.close()
+
+
+@click.group("coordinator", cls=UserGroup)
+def coordinator() -> None:
+    """The payout coordinator."""
+
+
+@coordinator.command("run")
+@click.option("--config", "config_file", required=True, type=click.Path(dir_okay=False, path_type=Path))
+def coordinator_run(config_file: Path) -> None:
+    """Batch pending withdrawals into payouts, collect signatures, broadcast, follow, confirm on the Bridge."""
+    from btcl2.bitcoin.rpc import SyncBitcoinRPC
+    from btcl2.federation.coordinator import Coordinator
+    from btcl2.federation.store import CoordinatorStore
+
+    _logging()
+    config = load(CoordinatorConfig, config_file, {})
+    rpc = SyncBitcoinRPC(config.bitcoin_rpc, cookie_file=config.bitcoin_cookie)
+    store = CoordinatorStore(config.datadir)
+    try:
+        asyncio.run(Coordinator(config, store, rpc).run())
+    finally:
+        store.close()
+        rpc.close()
+
+
+def _burn_evm(secret: bytes, amount: int, script: bytes, evm_rpc: str, bridge: str) -> int:
+    """Bridge.burn(amount, script) from the key's EVM account; returns the withdrawal id."""
+    from btcl2.bridge.artifacts import load_artifact
+    from btcl2.bridge.evm import Contract, EvmClient, account, events_of
+
+    client = EvmClient(evm_rpc)
+    contract = Contract(bridge, load_artifact("Bridge"))
+    receipt = client.transact(contract, "burn", amount, script, sender=account(secret))
+    for event in events_of(contract, receipt):
+        if event.name == "WithdrawalRequested":
+            return int(event.args["id"])
+    fail("the burn was mined but emitted no WithdrawalRequested event")
+
+
+def _withdraw_l2(secret: bytes, amount: int, fee: int, script: bytes, sequencer: str) -> str:
+    from btcl2.core.eip712 import address_from_private_key, sign
+    from btcl2.core.types import Sats, Withdrawal
+    from btcl2.wallet.l2client import L2Client
+
+    client = L2Client(sequencer)
+    chain_id = int(client.status()["chainId"])
+    nonce = client.get_nonce("0x" + address_from_private_key(secret).hex())
+    signed = sign(Withdrawal(Sats(amount), Sats(fee), nonce, script), secret, chain_id)
+    answer = client.send_transaction(signed)
+    return str(answer.get("txHash") or "0x" + signed.tx_hash.hex())
+
+
+@click.group("withdraw", cls=UserGroup, invoke_without_command=True)
+@click.option(
+    "--from", "source", type=click.Choice(["l2", "evm"]), default=None, help="Where the BTC is now."
+)
+@click.option("--key", "key_file", type=click.Path(dir_okay=False, path_type=Path), help="Key file.")
+@click.option("--amount", help="Amount in BTC (or satoshis with --sats).")
+@sats_option
+@click.option("--btc-address", help="The Bitcoin address to pay.")
+@click.option(
+    "--fee", default=str(DEFAULT_L2_FEE), show_default=True, metavar="SATS", help="L2 fee (--from l2)."
+)
+@sequencer_option
+@click.option(
+    "--evm-rpc",
+    envvar="BTCL2_EVM_RPC",
+    default=None,
+    help="EVM JSON-RPC URL (--from evm) [env BTCL2_EVM_RPC].",
+)
+@click.option(
+    "--bridge",
+    envvar="BTCL2_BRIDGE",
+    default=None,
+    help="Bridge contract address (--from evm) [env BTCL2_BRIDGE].",
+)
+@json_option
+@click.pass_context
+def withdraw(
+    ctx: click.Context,
+    source: str | None,
+    key_file: Path | None,
+    amount: str | None,
+    sats: bool,
+    btc_address: str | None,
+    fee: str,
+    sequencer: str,
+    evm_rpc: str | None,
+    bridge: str | None,
+    as_json: bool,
+) -> None:
+    """Withdraw BTC to a Bitcoin address: `--from l2` signs an L2 Withdrawal and sends it to the sequencer;
+    `--from evm` burns WBTC on the Bridge. Prints the withdrawal id for `btcl2 withdraw status`."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if source is None or key_file is None or amount is None or btc_address is None:
+        fail("withdraw needs --from, --key, --amount and --btc-address (or: withdraw status ID)")
+    from btcl2.wallet.addresses import parse_btc_address
+    from btcl2.wallet.keyfile import load_keyfile
+
+    value = parse_amount(amount, sats=sats)
+    script = parse_btc_address(btc_address, network())
+    secret = load_keyfile(key_file, network()).key.secret
+    if source == "l2":
+        ref = WithdrawalRef.parse(
+            _withdraw_l2(secret, value, parse_sats(fee, allow_zero=True), script, sequencer)
+        )
+    else:
+        if evm_rpc is None or bridge is None:
+            fail("--from evm needs --evm-rpc and --bridge")
+        ref = WithdrawalRef.evm(_burn_evm(secret, value, script, evm_rpc, bridge))
+    data = {
+        "id": ref.text,
+        "from": source,
+        "amount_sats": value,
+        "btc_address": btc_address,
+        "status": "requested",
+    }
+    emit(as_json, data, [ref.text, f"requested: {format_btc(value)} BTC to {btc_address}"])
+
+
+def fetch_status(coordinator_url: str, ref: WithdrawalRef) -> dict[str, Any] | None:
+    """GET /withdrawal/<ref> from the coordinator; None when it does not know the withdrawal."""
+    url = f"{coordinator_url.rstrip('/')}/withdrawal/{urllib.parse.quote(ref.text)}"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            found: dict[str, Any] = json.loads(resp.read())
+            return found
+    except urllib.error.HTTPError as e:
+        if e.code == 404:
+            return None
+        fail(f"coordinator answered HTTP {e.code}")
+    except (OSError, ValueError) as e:
+        fail(f"coordinator at {coordinator_url} is unreachable: {e}")
+
+
+@withdraw.command("status", cls=UserCommand)
+@click.argument("withdrawal_id")
+@click.option(
+    "--coordinator",
+    "coordinator_url",
+    envvar="BTCL2_COORDINATOR",
+    default=DEFAULT_COORDINATOR,
+    show_default=True,
+)
+@json_option
+def status(withdrawal_id: str, coordinator_url: str, as_json: bool) -> None:
+    """Where a withdrawal is: requested, signed k/M, broadcast, confirmed (with the Bitcoin txid)."""
+    ref = WithdrawalRef.parse(withdrawal_id)
+    found = fetch_status(coordinator_url, ref)
+    if found is None:
+        fail(f"the coordinator does not know withdrawal {ref.text} (not final yet, or never requested)")
+    text = found["status"]
+    if text == "signed":
+        text = f"signed {found['signatures']}/{found['m']}"
+    lines = [f"{ref.text}: {text}"]
+    if found.get("txid"):
+        lines.append(f"bitcoin txid: {found['txid']}")
+    emit(as_json, found, lines)

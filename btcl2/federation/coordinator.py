@@ -1,0 +1,387 @@
+"""The payout coordinator: batches pending withdrawals into one deterministic payout at a time, collects M
+signatures, broadcasts, follows the payout to F confirmations (bumping its fee by RBF when it waits),
+confirms EVM payouts on the Bridge, and marks every withdrawal paid.
+
+Every step is journaled (btcl2.federation.store.CoordinatorStore) before its effect leaves the process,
+and on restart the journaled payout is resumed, never rebuilt: signers sign the identical transaction
+again, a rebroadcast is harmless, and confirmPayout is checked against the Bridge before it is sent. The
+coordinator holds no key of the multisig and is trusted with nothing: a payout it builds wrongly is
+refused by the signers.
+
+Named failpoints (`btcl2/failpoints.py`, `BTCL2_FAILPOINT=<name>` kills the process there, for crash tests):
+`coordinator.proposed`, `.signed`, `.broadcast`, `.confirmed`, `.evm_confirmed`, `.done`.
+"""
+
+import asyncio
+import json
+import logging
+import time
+import urllib.error
+import urllib.request
+from dataclasses import replace
+from typing import Any
+
+from aiohttp import web
+
+from btcl2.bitcoin.keys import verify_ecdsa
+from btcl2.bitcoin.rpc import RPCError, SyncBitcoinRPC
+from btcl2.bitcoin.tx import Tx, TxOut
+from btcl2.bridge.evm import ContractRevert, EvmClient, account
+from btcl2.errors import BtcL2Error, Critical, Temporary
+from btcl2.failpoints import failpoint
+from btcl2.federation.config import CoordinatorConfig, SignerEndpoint
+from btcl2.federation.errors import SignerUnavailable
+from btcl2.federation.payout import (
+    PayoutItem,
+    WithdrawalKind,
+    WithdrawalRef,
+    build_payout,
+    estimate_vsize,
+    finalize,
+    input_sighash,
+    min_change,
+    select_coins,
+)
+from btcl2.federation.store import (
+    BROADCAST,
+    CONFIRMED,
+    DONE,
+    PROPOSED,
+    SIGNED,
+    CoordinatorStore,
+    PayoutJournal,
+    Variant,
+)
+from btcl2.federation.views import BitcoinView, EvmView, L2View
+
+log = logging.getLogger("btcl2.coordinator")
+SIGN_TIMEOUT = 60.0
+"""Seconds a signer may take (its first replay of Bitcoin included)."""
+RPC_ALREADY_KNOWN = (-27,)
+"""RPC_VERIFY_ALREADY_IN_CHAIN."""
+
+
+def request_signature(endpoint: SignerEndpoint, tx: Tx, amounts: list[int]) -> dict[str, Any]:
+    """POST /sign to one signer; the JSON answer (200 or a refusal), SignerUnavailable if unreachable."""
+    body = json.dumps({"tx": tx.hex(), "amounts": amounts}).encode()
+    req = urllib.request.Request(
+        endpoint.url + "/sign",
+        body,
+        {"Content-Type": "application/json", "Authorization": f"Bearer {endpoint.token}"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=SIGN_TIMEOUT) as resp:
+            answer: dict[str, Any] = json.loads(resp.read())
+            return answer
+    except urllib.error.HTTPError as e:
+        try:
+            refusal: dict[str, Any] = json.loads(e.read())
+            return refusal
+        except ValueError:
+            raise SignerUnavailable(f"{endpoint.url}: HTTP {e.code}") from None
+    except (OSError, ValueError) as e:
+        raise SignerUnavailable(f"{endpoint.url}: {e}") from None
+
+
+class Coordinator:
+    """One payout at a time, driven by `step()`; `run()` loops it and serves the status API."""
+
+    def __init__(self, config: CoordinatorConfig, store: CoordinatorStore, rpc: SyncBitcoinRPC) -> None:
+        self.config = config
+        self.params = config.params
+        self.store = store
+        self.bitcoin = BitcoinView(rpc, self.params)
+        self.l2 = L2View(rpc, self.params, config.from_height)
+        self.evm: EvmView | None = None
+        if config.evm_rpc is not None and config.bridge is not None:
+            self.evm = EvmView(EvmClient(config.evm_rpc), config.bridge, config.evm_confirmations)
+        self.pending_refs: set[WithdrawalRef] = set()
+        self.refusals: dict[str, str] = {}
+
+    # --- discovery ---------------------------------------------------------------------------------
+
+    def pending(self) -> list[PayoutItem]:
+        """Withdrawals final on their chain and not paid (journal, Bitcoin, Bridge), in payout order."""
+        snap = self.l2.snapshot()
+        known: dict[WithdrawalRef, PayoutItem] = dict(snap.final)
+        if self.evm is not None:
+            known.update(self.evm.withdrawals())
+        out = []
+        for ref, item in known.items():
+            if self.store.paid(ref) is not None or ref in snap.paid:
+                continue
+            if (
+                ref.kind == WithdrawalKind.EVM
+                and self.evm is not None
+                and any(self.evm.payout_txid(ref.evm_id))
+            ):
+                continue
+            out.append(item)
+        out.sort(key=lambda i: i.ref.encode())
+        self.pending_refs = {i.ref for i in out}
+        return out[: self.config.max_batch]
+
+    def propose(self) -> PayoutJournal | None:
+        """Build and journal the next payout; None when nothing is pending."""
+        items = self.pending()
+        if not items:
+            return None
+        coins = self.bitcoin.federation_coins(self.config.min_input_confirmations)
+        selected = select_coins(coins, items, self.params, self.config.fee_rate)
+        tx = build_payout(items, selected, self.params, self.config.fee_rate)
+        value = {c.outpoint: c.amount for c in selected}
+        amounts = [value[i.prevout] for i in tx.vin]
+        fee = sum(amounts) - sum(o.value for o in tx.vout)
+        entry = self.store.propose(items, amounts, tx, fee, time.time())
+        log.info("payout %d proposed: %s, %d withdrawals, fee %d", entry.number, tx.txid_hex, len(items), fee)
+        failpoint("coordinator.proposed")
+        return entry
+
+    # --- signatures --------------------------------------------------------------------------------
+
+    def collect(self, entry: PayoutJournal) -> None:
+        """Ask signers until M valid signatures are journaled; Temporary while fewer."""
+        variant = entry.current
+        m = self.params.federation_m
+        for endpoint in self.config.signers:
+            if len(variant.signatures) >= m:
+                break
+            try:
+                answer = request_signature(endpoint, variant.tx, entry.amounts)
+            except SignerUnavailable as exc:
+                log.warning("payout %d: %s", entry.number, exc)
+                continue
+            if "error" in answer:
+                self.refusals[endpoint.url] = f"{answer.get('error')}: {answer.get('message')}"
+                log.warning(
+                    "payout %d refused by %s: %s", entry.number, endpoint.url, self.refusals[endpoint.url]
+                )
+                continue
+            pubkey = bytes.fromhex(str(answer.get("pubkey", "")))
+            sigs = [bytes.fromhex(s) for s in answer.get("signatures", [])]
+            if not self._valid(variant.tx, entry.amounts, pubkey, sigs):
+                log.error("payout %d: %s returned invalid signatures", entry.number, endpoint.url)
+                continue
+            variant.signatures[pubkey.hex()] = [s.hex() for s in sigs]
+            self.store.save(entry)
+        if len(variant.signatures) < m:
+            raise Temporary(f"payout {entry.number}: {len(variant.signatures)} of {m} signatures")
+        sigs_by_key = {bytes.fromhex(k): [bytes.fromhex(s) for s in v] for k, v in variant.signatures.items()}
+        variant.signed_hex = finalize(variant.tx, sigs_by_key, self.params).hex()
+        entry.state = SIGNED
+        self.store.save(entry)
+        failpoint("coordinator.signed")
+
+    def _valid(self, tx: Tx, amounts: list[int], pubkey: bytes, sigs: list[bytes]) -> bool:
+        if pubkey not in self.params.federation_pubkeys or len(sigs) != len(tx.vin):
+            return False
+        return all(
+            s[-1:] == b"\x01" and verify_ecdsa(pubkey, s[:-1], input_sighash(tx, i, a, self.params))
+            for i, (s, a) in enumerate(zip(sigs, amounts, strict=True))
+        )
+
+    # --- broadcast and follow ----------------------------------------------------------------------
+
+    def broadcast(self, entry: PayoutJournal) -> None:
+        """Send the current variant (a repeat is harmless) and journal BROADCAST."""
+        signed = entry.current.signed_hex
+        assert signed is not None
+        self._send(signed)
+        if entry.state != BROADCAST:
+            entry.state = BROADCAST
+            entry.broadcast_height = self.bitcoin.tip_height()
+            entry.broadcast_at = entry.broadcast_at or time.time()
+            self.store.save(entry)
+            log.info("payout %d broadcast: %s", entry.number, Tx.from_hex(signed).txid_hex)
+            failpoint("coordinator.broadcast")
+
+    def _send(self, signed_hex: str) -> None:
+        try:
+            self.bitcoin.rpc.call("sendrawtransaction", signed_hex)
+        except RPCError as exc:
+            if exc.code in RPC_ALREADY_KNOWN or "already" in exc.message:
+                return
+            # A spent input means a variant (or, after a crash, this one) confirmed: `follow` will see it.
+            log.warning("sendrawtransaction: %s", exc.message)
+
+    def _mined(self, entry: PayoutJournal) -> tuple[str, int, int] | None:
+        """(txid, height, confirmations) of the variant in the best chain, if any."""
+        since = entry.broadcast_height if entry.broadcast_height is not None else self.bitcoin.tip_height()
+        start = min(since, self.bitcoin.tip_height()) - 1
+        for variant in reversed(entry.variants):
+            if variant.signed_hex is None:
+                continue
+            txid = Tx.from_hex(variant.signed_hex).txid_hex
+            found = self.bitcoin.confirmations(txid, start)
+            if found is not None:
+                return txid, found[0], found[1]
+        return None
+
+    def follow(self, entry: PayoutJournal) -> None:
+        """Look for any variant in the chain; CONFIRMED at F confirmations; bump the fee when it waits."""
+        mined = self._mined(entry)
+        if mined is not None:
+            txid, height, confs = mined
+            if confs >= self.params.f_anchor_confs:
+                entry.state, entry.confirmed_txid, entry.confirmed_height = CONFIRMED, txid, height
+                self.store.save(entry)
+                log.info("payout %d confirmed: %s at height %d", entry.number, txid, height)
+                failpoint("coordinator.confirmed")
+            return
+        assert entry.current.signed_hex is not None
+        self._send(entry.current.signed_hex)
+        since = entry.broadcast_height if entry.broadcast_height is not None else self.bitcoin.tip_height()
+        if self.bitcoin.tip_height() - since >= self.config.bump_after_blocks:
+            self.bump(entry)
+
+    def bump(self, entry: PayoutJournal) -> None:
+        """Journal an RBF replacement: same inputs and payouts, a higher fee taken from the change."""
+        old = entry.current
+        n = len(entry.items)
+        vsize = estimate_vsize(len(old.tx.vin), old.tx.vout, self.params)
+        fee = min(max(old.fee + vsize, old.fee * 3 // 2), self.config.max_fee_rate * vsize)
+        change = sum(entry.amounts) - sum(i.amount for i in entry.items) - fee
+        if fee <= old.fee or change < 0:
+            log.warning("payout %d: cannot bump the fee further", entry.number)
+            return
+        outs = list(old.tx.vout[:n])
+        if change >= min_change(self.params):
+            outs.append(TxOut(change, self.params.federation_script_pubkey))
+        else:
+            fee += change
+        outs.append(old.tx.vout[-1])
+        tx = replace(old.tx, vout=tuple(outs))
+        entry.variants.append(Variant(tx, fee))
+        entry.state = PROPOSED
+        self.store.save(entry)
+        log.info("payout %d: fee bump to %d sats: %s", entry.number, fee, tx.txid_hex)
+
+    # --- EVM and completion --------------------------------------------------------------------------
+
+    def confirm_evm(self, entry: PayoutJournal) -> None:
+        """confirmPayout for each EVM withdrawal (checked on the Bridge first), then DONE."""
+        assert entry.confirmed_txid is not None
+        txid = bytes.fromhex(entry.confirmed_txid)[::-1]
+        for item in entry.items:
+            ref = item.ref
+            if ref.kind != WithdrawalKind.EVM or ref.evm_id in entry.evm_confirmed:
+                continue
+            if self.evm is None or self.config.confirmer_key is None:
+                log.warning(
+                    "payout %d: no EVM confirmer configured; %s not confirmed on the Bridge",
+                    entry.number,
+                    ref.text,
+                )
+                continue
+            if not any(self.evm.payout_txid(ref.evm_id)):
+                try:
+                    sender = account(self.config.confirmer_key)
+                    self.evm.client.transact(
+                        self.evm.bridge, "confirmPayout", ref.evm_id, txid, sender=sender
+                    )
+                except ContractRevert as exc:
+                    if exc.name != "PayoutAlreadyConfirmed":
+                        raise Critical(f"confirmPayout({ref.evm_id}) reverted: {exc}") from exc
+            recorded = self.evm.payout_txid(ref.evm_id)
+            if recorded != txid:
+                raise Critical(
+                    f"Bridge records payout {recorded[::-1].hex()} for {ref.text}, we paid {entry.confirmed_txid}"
+                )
+            entry.evm_confirmed.append(ref.evm_id)
+            self.store.save(entry)
+            failpoint("coordinator.evm_confirmed")
+        entry.state = DONE
+        self.store.save(entry)
+        log.info(
+            "payout %d done: %d withdrawals paid by %s", entry.number, len(entry.items), entry.confirmed_txid
+        )
+        failpoint("coordinator.done")
+
+    def step(self) -> bool:
+        """Advance the payout in flight (or start one); True when something changed."""
+        entry = self.store.active()
+        if entry is None:
+            entry = self.propose()
+            if entry is None:
+                return False
+        before = (entry.state, len(entry.variants))
+        if entry.state == PROPOSED and len(entry.variants) > 1 and self._mined(entry) is not None:
+            # An earlier variant was mined while its replacement waited for signatures: follow that one.
+            entry.state = BROADCAST
+            self.store.save(entry)
+        if entry.state == PROPOSED:
+            self.collect(entry)
+        if entry.state == SIGNED:
+            self.broadcast(entry)
+        elif entry.state == BROADCAST:
+            self.follow(entry)
+        if entry.state == CONFIRMED:
+            self.confirm_evm(entry)
+        return entry.state == DONE or (entry.state, len(entry.variants)) != before
+
+    # --- status and service ------------------------------------------------------------------------
+
+    def status(self, ref: WithdrawalRef) -> dict[str, Any] | None:
+        """requested / signed k/M / broadcast / confirmed, with the Bitcoin txid; None when unknown."""
+        m = self.params.federation_m
+        entry = self.store.payout_of(ref)
+        if entry is None:
+            if ref in self.pending_refs:
+                return {"id": ref.text, "status": "requested", "signatures": 0, "m": m, "txid": None}
+            return None
+        variant = entry.current
+        txid = entry.confirmed_txid or (
+            Tx.from_hex(variant.signed_hex).txid_hex if variant.signed_hex else None
+        )
+        status = {
+            PROPOSED: "signed",
+            SIGNED: "signed",
+            BROADCAST: "broadcast",
+            CONFIRMED: "confirmed",
+            DONE: "confirmed",
+        }[entry.state]
+        return {
+            "id": ref.text,
+            "status": status,
+            "signatures": min(len(variant.signatures), m),
+            "m": m,
+            "txid": txid,
+            "payout": entry.number,
+            "paid": entry.state == DONE,
+            "fee": variant.fee,
+            "confirmedHeight": entry.confirmed_height,
+        }
+
+    async def _status_handler(self, request: web.Request) -> web.Response:
+        try:
+            ref = WithdrawalRef.parse(request.match_info["ref"])
+        except BtcL2Error as exc:
+            return web.json_response({"error": "InvalidInput", "message": str(exc)}, status=400)
+        found = await asyncio.to_thread(self.status, ref)
+        if found is None:
+            return web.json_response(
+                {"error": "NotFound", "message": f"unknown withdrawal {ref.text}"}, status=404
+            )
+        return web.json_response(found)
+
+    async def run(self) -> None:
+        """Serve the status API and drive payouts until cancelled; Critical errors stop the loop."""
+        app = web.Application()
+        app.router.add_get("/withdrawal/{ref}", self._status_handler)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, self.config.host, self.config.port).start()
+        log.info("coordinator status API on %s:%d", self.config.host, self.config.port)
+        try:
+            while True:
+                try:
+                    progressed = await asyncio.to_thread(self.step)
+                except Critical:
+                    raise
+                except (Temporary, RPCError) as exc:
+                    log.warning("%s: %s", type(exc).__name__, exc)
+                    progressed = False
+                if not progressed:
+                    await asyncio.sleep(self.config.poll_interval)
+        finally:
+            await runner.cleanup()

@@ -1,0 +1,475 @@
+"""Federation payouts end to end: a real regtest node, anvil with the contracts, three `btcl2 signer run`
+processes (2-of-3) and `btcl2 coordinator run`, driven as operators and users would.
+
+L2 withdrawals reach Bitcoin through batches built here with the pure core and anchored with the devnet
+poster key; EVM withdrawals are real Bridge burns of WBTC minted from an SPV proof. Signer 3 runs with
+another fee account, so its own replay disagrees with the anchored roots.
+"""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from framework.node import RegtestNode, free_port
+from framework.util import CoinPool, mine, new_key
+
+from btcl2.bitcoin.address import REGTEST, script_to_address
+from btcl2.bitcoin.block import Block
+from btcl2.bitcoin.hashes import hash160
+from btcl2.bitcoin.keys import PrivateKey
+from btcl2.bitcoin.script import p2wpkh
+from btcl2.bitcoin.sighash import SIGHASH_ALL
+from btcl2.bitcoin.sign import PrevoutInfo, sign_transaction
+from btcl2.bitcoin.tx import OutPoint, Tx, TxIn, TxOut
+from btcl2.bridge.anvil import ANVIL_DEV_KEYS, Anvil
+from btcl2.bridge.deploy import REGTEST_GENESIS, BridgeConfig, Deployment, deploy_bridge_stack
+from btcl2.bridge.evm import EvmClient, account
+from btcl2.bridge.spv import mint_proof
+from btcl2.core.anchor import build_anchor_transactions, encode_anchor_outputs
+from btcl2.core.deposits import DepositKind, deposit_tag_script
+from btcl2.core.eip712 import address_from_private_key, sign
+from btcl2.core.params import Params
+from btcl2.core.state import State
+from btcl2.core.transition import build_batch
+from btcl2.core.types import Hash32, Sats, Withdrawal
+from btcl2.derive.l1 import RpcBlockSource
+from btcl2.derive.pipeline import DepositIndex
+from btcl2.failpoints import FAILPOINT_EXIT_CODE
+from btcl2.federation.payout import (
+    PayoutItem,
+    WithdrawalKind,
+    WithdrawalRef,
+    build_payout,
+    finalize,
+    input_sighash,
+    paid_refs,
+)
+from btcl2.federation.views import BitcoinView
+from btcl2.wallet.keyfile import KeyFile, write_keyfile
+
+pytestmark = pytest.mark.functional
+
+PARAMS = Params()
+FED_KEYS = [PrivateKey(hashlib.sha256(b"btcl2 devnet federation %d" % i).digest()) for i in (1, 2, 3)]
+POSTER = PrivateKey(hashlib.sha256(b"btcl2 devnet poster").digest())
+POSTER_SPK = p2wpkh(hash160(POSTER.pubkey()))
+ALICE_KEY = hashlib.sha256(b"federation alice").digest()
+ALICE = address_from_private_key(ALICE_KEY)
+OWNER, CONFIRMER, USER = (account(ANVIL_DEV_KEYS[i]) for i in (0, 2, 3))
+MINER = new_key()
+L2_DEST = new_key()
+L2_AMOUNT = 100_000
+BURN = 50_000
+WAIT = 60.0
+
+
+@dataclass
+class Stack:
+    """Everything the module's tests share."""
+
+    node: RegtestNode
+    evm: EvmClient
+    dep: Deployment
+    tmp: Path
+    from_height: int
+    l2_ref: WithdrawalRef
+    signer_urls: list[str] = field(default_factory=list)
+    signers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    coordinator: subprocess.Popen[bytes] | None = None
+    status_url: str = ""
+    burns: list[WithdrawalRef] = field(default_factory=list)
+
+    def btcl2(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "btcl2", *args], capture_output=True, text=True, timeout=60
+        )
+
+
+def _signed(pool: CoinPool, tx: Tx, coins: list[tuple[OutPoint, TxOut]], key: PrivateKey) -> Tx:
+    prevouts = {op: PrevoutInfo(o.script_pubkey, o.value) for op, o in coins}
+    result = sign_transaction(tx, [key], prevouts)
+    assert result.complete, result.errors
+    return result.tx
+
+
+def _send(node: RegtestNode, tx: Tx) -> None:
+    node.call("sendrawtransaction", tx.hex())
+
+
+def _fund_and_deposit(node: RegtestNode, pool: CoinPool) -> list[tuple[OutPoint, TxOut]]:
+    """One transaction: Alice's L2 deposit, USER's EVM deposit, and coins of the poster key; returns them."""
+    coin = pool.take()
+    op = OutPoint(bytes.fromhex(coin.txid)[::-1], coin.vout)
+    outs = (
+        TxOut(1_000_000, PARAMS.federation_script_pubkey),
+        TxOut(0, deposit_tag_script(DepositKind.L2, ALICE)),
+        *(TxOut(1_000_000, POSTER_SPK) for _ in range(3)),
+        TxOut(coin.value - 4_000_000 - 5_000, pool.key.p2wpkh_script),
+    )
+    tx = _signed(
+        pool, Tx(2, (TxIn(op),), outs, 0), [(op, TxOut(coin.value, pool.key.p2wpkh_script))], pool.key.priv
+    )
+    _send(node, tx)
+    return [(OutPoint(tx.txid, i), tx.vout[i]) for i in (2, 3, 4)]
+
+
+def _evm_deposit(node: RegtestNode, pool: CoinPool) -> tuple[Tx, int]:
+    coin = pool.take()
+    op = OutPoint(bytes.fromhex(coin.txid)[::-1], coin.vout)
+    outs = (
+        TxOut(2_000_000, PARAMS.federation_script_pubkey),
+        TxOut(0, deposit_tag_script(DepositKind.EVM, bytes.fromhex(USER.address[2:]))),
+        TxOut(coin.value - 2_000_000 - 5_000, pool.key.p2wpkh_script),
+    )
+    tx = _signed(
+        pool, Tx(2, (TxIn(op),), outs, 0), [(op, TxOut(coin.value, pool.key.p2wpkh_script))], pool.key.priv
+    )
+    _send(node, tx)
+    return tx, 0
+
+
+def _sync_headers(evm: EvmClient, dep: Deployment, node: RegtestNode) -> None:
+    cursor = node.call("getbestblockhash")
+    missing: list[bytes] = []
+    while not evm.call(dep.light_client, "isInBestChain", bytes.fromhex(cursor)[::-1]):
+        missing.append(bytes.fromhex(node.call("getblockheader", cursor, False)))
+        cursor = node.call("getblockheader", cursor)["previousblockhash"]
+    missing.reverse()
+    for i in range(0, len(missing), 100):
+        evm.transact(dep.light_client, "submitHeaders", b"".join(missing[i : i + 100]), sender=USER)
+
+
+def _anchor_l2(
+    node: RegtestNode, from_height: int, poster_coins: list[tuple[OutPoint, TxOut]]
+) -> WithdrawalRef:
+    """Batch 0 credits Alice's deposit, batch 1 holds her withdrawal; both anchored by the poster key."""
+    tip = node.call("getblockcount") - PARAMS.k_deposit_confs + 1  # the sequencer's L1 origin: K deep
+    origin = (tip, Hash32(bytes.fromhex(node.call("getblockhash", tip))[::-1]))
+    index = DepositIndex(PARAMS)
+    heights = range(from_height, tip + 1)
+    for height, (_, block) in zip(heights, RpcBlockSource(node.rpc).blocks(heights), strict=True):
+        index.add_block(height, block)
+    credits = [d.credit() for d in index.eligible_at(tip) if d.kind == DepositKind.L2]
+    b0 = build_batch(State(), PARAMS, credits, [], origin, 1_700_000_000)
+    w = sign(Withdrawal(Sats(L2_AMOUNT), Sats(100), 0, L2_DEST.p2wpkh_script), ALICE_KEY, PARAMS.l2_chain_id)
+    b1 = build_batch(b0.state, PARAMS, [], [w], origin, 1_700_000_001)
+    assert len(b0.batch.header.deposits) == 1 and not b1.rejected
+    for batch, coin in ((b0.batch, poster_coins[0]), (b1.batch, poster_coins[1])):
+        (tx,) = build_anchor_transactions(encode_anchor_outputs(batch), [coin], POSTER_SPK, 2, POSTER)
+        _send(node, tx)
+    return WithdrawalRef(WithdrawalKind.L2, bytes(w.tx_hash))
+
+
+def _write_signer(
+    tmp: Path, i: int, node: RegtestNode, evm_url: str, bridge: str, from_height: int
+) -> tuple[Path, Path, int]:
+    key_path = tmp / f"signer{i}.key"
+    write_keyfile(key_path, KeyFile(FED_KEYS[i - 1], REGTEST))
+    port = free_port()
+    lines = [
+        f'datadir = "{tmp / f"signer{i}"}"',
+        f'bitcoin_rpc = "{node.url}"',
+        f'bitcoin_cookie = "{node.cookie_file}"',
+        f'evm_rpc = "{evm_url}"',
+        f'bridge = "{bridge}"',
+        f'token = "signer-token-{i}-0123456789"',
+        f"from_height = {from_height}",
+        f"port = {port}",
+    ]
+    if i == 3:  # another fee account: this signer's replay of the anchored batches cannot match
+        lines += ["[params]", 'fee_account = "' + "77" * 20 + '"']
+    config = tmp / f"signer{i}.toml"
+    config.write_text("\n".join(lines) + "\n")
+    return key_path, config, port
+
+
+def _wait(
+    predicate: Callable[[], bool], what: str, node: RegtestNode | None = None, timeout: float = WAIT
+) -> None:
+    """Poll `predicate`; with `node`, mine a block between polls so payouts confirm."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if node is not None:
+            mine(node, 1, MINER.p2wpkh_address)
+        time.sleep(0.4)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _post(url: str, body: Any, token: str | None) -> tuple[int, dict[str, Any]]:
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, json.dumps(body).encode(), headers)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def _answers(url: str, token: str) -> bool:
+    req = urllib.request.Request(url + "/info", headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def stack(node: RegtestNode, pool: CoinPool, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("federation")
+    from_height = node.call("getblockcount") + 1
+    anvil = Anvil(log_path=tmp / "anvil.log")
+    anvil.start()
+    st: Stack | None = None
+    try:
+        evm = EvmClient(anvil.url)
+        config = BridgeConfig.for_params(PARAMS, REGTEST_GENESIS, OWNER.address, CONFIRMER.address)
+        dep = deploy_bridge_stack(evm, OWNER, config)
+        poster_coins = _fund_and_deposit(node, pool)
+        evm_tx, vout = _evm_deposit(node, pool)
+        (block_hash,) = mine(node, 1, MINER.p2wpkh_address)
+        mine(node, PARAMS.k_deposit_confs, MINER.p2wpkh_address)
+        _sync_headers(evm, dep, node)
+        block = Block.decode(bytes.fromhex(node.call("getblock", block_hash, 0)))
+        evm.transact(dep.bridge, "mintWithProof", *mint_proof(block, evm_tx.txid, vout).args(), sender=USER)
+        l2_ref = _anchor_l2(node, from_height, poster_coins)
+        mine(node, PARAMS.f_anchor_confs, MINER.p2wpkh_address)
+        st = Stack(node, evm, dep, tmp, from_height, l2_ref)
+        for i in (1, 2, 3):
+            key_path, cfg, port = _write_signer(tmp, i, node, anvil.url, dep.bridge.address, from_height)
+            log = (tmp / f"signer{i}.log").open("wb")
+            cmd = [
+                sys.executable,
+                "-m",
+                "btcl2",
+                "signer",
+                "run",
+                "--key",
+                str(key_path),
+                "--config",
+                str(cfg),
+            ]
+            st.signers.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
+            st.signer_urls.append(f"http://127.0.0.1:{port}")
+        for i, url in enumerate(st.signer_urls, 1):
+            _wait(lambda u=url, i=i: _answers(u, f"signer-token-{i}-0123456789"), f"signer {i}")  # type: ignore[misc]
+        yield st
+    finally:
+        if st is not None:
+            for proc in [*st.signers, *([st.coordinator] if st.coordinator else [])]:
+                if proc.poll() is None:
+                    proc.terminate()
+                    proc.wait(10)
+            for i in (1, 2, 3):
+                log_file = tmp / f"signer{i}.log"
+                if log_file.exists():
+                    sys.stderr.write(f"--- signer{i} log tail ---\n" + log_file.read_text()[-3000:])
+        anvil.stop()
+
+
+def _start_coordinator(st: Stack, failpoint: str | None = None) -> subprocess.Popen[bytes]:
+    port = free_port()
+    signers = "".join(
+        f'[[signers]]\nurl = "{u}"\ntoken = "signer-token-{i}-0123456789"\n'
+        for i, u in enumerate(st.signer_urls, 1)
+    )
+    text = (
+        f'datadir = "{st.tmp / "coordinator"}"\nbitcoin_rpc = "{st.node.url}"\nbitcoin_cookie = "{st.node.cookie_file}"\n'
+        f'evm_rpc = "{st.evm.url}"\nbridge = "{st.dep.bridge.address}"\nconfirmer_key = "{ANVIL_DEV_KEYS[2]}"\n'
+        f"from_height = {st.from_height}\nport = {port}\npoll_interval = 0.2\n{signers}"
+    )
+    cfg = st.tmp / "coordinator.toml"
+    cfg.write_text(text)
+    env = dict(os.environ)
+    env.pop("BTCL2_FAILPOINT", None)
+    if failpoint is not None:
+        env["BTCL2_FAILPOINT"] = failpoint
+    log = (st.tmp / "coordinator.log").open("ab")
+    cmd = [sys.executable, "-m", "btcl2", "coordinator", "run", "--config", str(cfg)]
+    st.coordinator = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    st.status_url = f"http://127.0.0.1:{port}"
+    return st.coordinator
+
+
+def _stop_coordinator(st: Stack) -> None:
+    if st.coordinator is not None and st.coordinator.poll() is None:
+        st.coordinator.terminate()
+        st.coordinator.wait(10)
+    st.coordinator = None
+
+
+def _status(st: Stack, ref: WithdrawalRef) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(f"{st.status_url}/withdrawal/{ref.text}", timeout=5) as resp:
+            found: dict[str, Any] = json.loads(resp.read())
+            return found
+    except OSError:
+        return None
+
+
+def _paid(st: Stack, ref: WithdrawalRef) -> bool:
+    found = _status(st, ref)
+    return found is not None and bool(found.get("paid"))
+
+
+def _burn(st: Stack) -> WithdrawalRef:
+    dest = new_key()
+    receipt = st.evm.transact(st.dep.bridge, "burn", BURN, dest.p2wpkh_script, sender=USER)
+    assert receipt.status == 1
+    st.evm.rpc("evm_mine")
+    ref = WithdrawalRef.evm(len(st.burns))
+    st.burns.append(ref)
+    return ref
+
+
+def _fed_coin_payout(st: Stack, items: list[PayoutItem]) -> tuple[Tx, list[int]]:
+    coins = BitcoinView(st.node.rpc, PARAMS).federation_coins(1)
+    coin = max(coins, key=lambda c: c.amount)
+    return build_payout(items, [coin], PARAMS, 2), [coin.amount]
+
+
+def _ask(st: Stack, i: int, tx: Tx, amounts: list[int]) -> tuple[int, dict[str, Any]]:
+    return _post(
+        st.signer_urls[i - 1] + "/sign", {"tx": tx.hex(), "amounts": amounts}, f"signer-token-{i}-0123456789"
+    )
+
+
+def _l2_item(
+    script: bytes | None = None, amount: int = L2_AMOUNT, ref: WithdrawalRef | None = None
+) -> PayoutItem:
+    return PayoutItem(
+        ref or WithdrawalRef(WithdrawalKind.L2, b"\x00" * 32), script or L2_DEST.p2wpkh_script, amount
+    )
+
+
+def test_signer_refusals(stack: Stack) -> None:
+    st = stack
+    tx, amounts = _fed_coin_payout(st, [_l2_item(ref=st.l2_ref)])
+    assert _post(st.signer_urls[0] + "/sign", {"tx": tx.hex(), "amounts": amounts}, None)[0] == 401
+    assert (
+        _post(st.signer_urls[0] + "/sign", {"tx": tx.hex(), "amounts": amounts}, "wrong-token-000000")[0]
+        == 401
+    )
+    # Signer 3's replay disagrees with the anchored root: it refuses L2 withdrawals from that batch.
+    code, answer = _ask(st, 3, tx, amounts)
+    assert (
+        code == 409 and answer["error"] == "UnknownWithdrawal" and "diverged at batch 1" in answer["message"]
+    )
+    stranger = new_key().p2wpkh_script
+    cases = [
+        ("WrongPayout", [_l2_item(stranger, ref=st.l2_ref)]),  # an address the withdrawal does not name
+        ("WrongPayout", [_l2_item(amount=2 * L2_AMOUNT, ref=st.l2_ref)]),  # a doubled amount
+        ("UnknownWithdrawal", [_l2_item(stranger, ref=WithdrawalRef(WithdrawalKind.L2, b"\x42" * 32))]),
+        ("UnknownWithdrawal", [PayoutItem(WithdrawalRef.evm(99), stranger, BURN)]),
+    ]
+    for error, items in cases:
+        code, answer = _ask(st, 1, *_fed_coin_payout(st, items))
+        assert (code, answer["error"]) == (409, error), answer
+
+
+def test_both_kinds_paid_exactly_once(stack: Stack) -> None:
+    st = stack
+    key_file = st.tmp / "user.key"
+    write_keyfile(key_file, KeyFile(PrivateKey(bytes.fromhex(ANVIL_DEV_KEYS[3][2:])), REGTEST))
+    dest = new_key()
+    done = st.btcl2(
+        "withdraw",
+        "--from",
+        "evm",
+        "--key",
+        str(key_file),
+        "--amount",
+        "0.0005",
+        "--btc-address",
+        dest.p2wpkh_address,
+        "--evm-rpc",
+        st.evm.url,
+        "--bridge",
+        st.dep.bridge.address,
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    evm_ref = WithdrawalRef.parse(json.loads(done.stdout)["id"])
+    assert evm_ref == WithdrawalRef.evm(0)
+    st.burns.append(evm_ref)
+    st.evm.rpc("evm_mine")
+    _start_coordinator(st)
+    for ref in (st.l2_ref, evm_ref):
+        _wait(lambda r=ref: _paid(st, r), f"payout of {ref.text}", st.node)  # type: ignore[misc]
+    shown = st.btcl2("withdraw", "status", evm_ref.text, "--coordinator", st.status_url)
+    assert shown.returncode == 0 and "confirmed" in shown.stdout and "bitcoin txid" in shown.stdout, shown
+    status = _status(st, evm_ref)
+    assert status is not None
+    assert st.evm.call(st.dep.bridge, "payoutTxid", 0) == bytes.fromhex(status["txid"])[::-1]
+    payout = Tx.from_hex(st.node.call("getrawtransaction", status["txid"]))
+    assert TxOut(BURN, dest.p2wpkh_script) in payout.vout
+    # Asked again for a paid withdrawal (a fresh transaction from another coin): refused by every signer.
+    for i in (2, 3):
+        code, answer = _ask(st, i, *_fed_coin_payout(st, [PayoutItem(evm_ref, dest.p2wpkh_script, BURN)]))
+        assert (code, answer["error"]) == (409, "AlreadyPaid"), answer
+
+
+def test_one_signer_down_still_paid(stack: Stack) -> None:
+    st = stack
+    st.signers[0].terminate()
+    st.signers[0].wait(10)
+    ref = _burn(st)
+    _wait(lambda: _paid(st, ref), f"payout of {ref.text} with signer 1 down", st.node)
+
+
+@pytest.mark.parametrize("point", ["proposed", "signed", "broadcast", "confirmed", "evm_confirmed"])
+def test_coordinator_killed_at_each_step(stack: Stack, point: str) -> None:
+    st = stack
+    _stop_coordinator(st)
+    ref = _burn(st)
+    proc = _start_coordinator(st, f"coordinator.{point}")
+    _wait(lambda: proc.poll() is not None, f"failpoint {point}", st.node)
+    assert proc.returncode == FAILPOINT_EXIT_CODE
+    _start_coordinator(st)
+    _wait(lambda: _paid(st, ref), f"payout of {ref.text} after a crash at {point}", st.node)
+
+
+def test_no_withdrawal_paid_twice(stack: Stack) -> None:
+    st = stack
+    seen: dict[WithdrawalRef, list[str]] = {}
+    tip = st.node.call("getblockcount")
+    for height in range(st.from_height, tip + 1):
+        block = Block.decode(bytes.fromhex(st.node.call("getblock", st.node.call("getblockhash", height), 0)))
+        for tx in block.txs:
+            for ref in paid_refs(tx, PARAMS):
+                seen.setdefault(ref, []).append(tx.txid_hex)
+    assert set(seen) == {st.l2_ref, *st.burns}
+    assert all(len(txids) == 1 for txids in seen.values()), seen
+    for ref in st.burns:
+        assert st.evm.call(st.dep.bridge, "payoutTxid", ref.evm_id) == bytes.fromhex(seen[ref][0])[::-1]
+
+
+def test_payout_passes_testmempoolaccept(stack: Stack) -> None:
+    st = stack
+    items = [PayoutItem(WithdrawalRef.evm(1000 + i), new_key().p2wpkh_script, 20_000 + i) for i in range(10)]
+    tx, amounts = _fed_coin_payout(st, items)
+    sigs = {
+        k.pubkey(): [
+            k.sign_ecdsa(input_sighash(tx, i, a, PARAMS)) + bytes([SIGHASH_ALL])
+            for i, a in enumerate(amounts)
+        ]
+        for k in FED_KEYS[:2]
+    }
+    (accept,) = st.node.call("testmempoolaccept", [finalize(tx, sigs, PARAMS).hex()])
+    assert accept["allowed"], accept
+    assert script_to_address(PARAMS.federation_script_pubkey, REGTEST) is not None
+    _stop_coordinator(st)

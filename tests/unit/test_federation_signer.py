@@ -1,0 +1,170 @@
+"""Signer rules against fake node views and a real LevelDB record: each refusal is typed; RBF is the only
+second transaction a signer signs for a withdrawal."""
+
+import hashlib
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from btcl2.bitcoin.hashes import hash160
+from btcl2.bitcoin.keys import PrivateKey, verify_ecdsa
+from btcl2.bitcoin.script import p2wpkh
+from btcl2.bitcoin.tx import OutPoint, Tx, TxOut
+from btcl2.core.params import Params
+from btcl2.errors import InvalidInput
+from btcl2.federation.config import SignerConfig
+from btcl2.federation.errors import (
+    AlreadyPaid,
+    ConflictingPayout,
+    FeeOutOfRange,
+    InputNotUnspent,
+    NotCanonical,
+    NotFederationInput,
+    UnknownWithdrawal,
+    WrongPayout,
+)
+from btcl2.federation.payout import (
+    FederationCoin,
+    PayoutItem,
+    WithdrawalKind,
+    WithdrawalRef,
+    build_payout,
+    input_sighash,
+)
+from btcl2.federation.signer import Signer
+from btcl2.federation.store import SignerStore
+from btcl2.federation.views import L2Snapshot, Utxo
+
+PARAMS = Params()
+KEY = PrivateKey(hashlib.sha256(b"btcl2 devnet federation 1").digest())
+COINS = [FederationCoin(OutPoint(hashlib.sha256(bytes([n])).digest(), 0), 400_000) for n in range(3)]
+L2_ITEM = PayoutItem(WithdrawalRef(WithdrawalKind.L2, b"\x11" * 32), p2wpkh(hash160(b"alice")), 60_000)
+EVM_ITEM = PayoutItem(WithdrawalRef.evm(4), p2wpkh(hash160(b"bob")), 70_000)
+
+
+class FakeViews:
+    def __init__(self) -> None:
+        self.utxos = {c.outpoint: Utxo(c.amount, PARAMS.federation_script_pubkey, 3) for c in COINS}
+        self.evm = {EVM_ITEM.ref: EVM_ITEM}
+        self.evm_paid: dict[int, bytes] = {}
+        self.snap = L2Snapshot("00", 100, final={L2_ITEM.ref: L2_ITEM})
+
+    def utxo(self, outpoint: OutPoint) -> Utxo | None:
+        return self.utxos.get(outpoint)
+
+    def evm_withdrawals(self) -> dict[WithdrawalRef, PayoutItem]:
+        return self.evm
+
+    def evm_payout_txid(self, withdrawal_id: int) -> bytes:
+        return self.evm_paid.get(withdrawal_id, bytes(32))
+
+    def l2(self) -> L2Snapshot:
+        return self.snap
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[Signer, FakeViews]:
+    config = SignerConfig(tmp_path / "db", "http://127.0.0.1:1", "t" * 16, max_fee_rate=50, max_fee_sats=50_000)
+    views = FakeViews()
+    return Signer(KEY, config, views, SignerStore(config.datadir)), views
+
+
+def payout(items: list[PayoutItem], coins: list[FederationCoin] | None = None, rate: int = 2) -> tuple[Tx, list[int]]:
+    coins = coins or COINS[:1]
+    tx = build_payout(items, coins, PARAMS, rate)
+    value = {c.outpoint: c.amount for c in coins}
+    return tx, [value[i.prevout] for i in tx.vin]
+
+
+def test_signs_both_kinds_and_signatures_verify(setup: tuple[Signer, FakeViews]) -> None:
+    signer, _ = setup
+    tx, amounts = payout([L2_ITEM, EVM_ITEM])
+    sig = signer.sign(tx, amounts)
+    assert sig.pubkey == KEY.pubkey() and sig.txid == tx.txid
+    assert verify_ecdsa(KEY.pubkey(), sig.signatures[0][:-1], input_sighash(tx, 0, amounts[0], PARAMS))
+    assert signer.sign(tx, amounts).signatures == sig.signatures  # the same transaction again: same answer
+    assert signer.signed_count() == 1
+
+
+def _with_output(tx: Tx, index: int, out: TxOut) -> Tx:
+    vout = list(tx.vout)
+    vout[index] = out
+    return replace(tx, vout=tuple(vout))
+
+
+def test_refusals(setup: tuple[Signer, FakeViews]) -> None:
+    signer, views = setup
+    tx, amounts = payout([L2_ITEM])
+    stranger = p2wpkh(hash160(b"mallory"))
+    cases: list[tuple[type[Exception], Tx, list[int]]] = [
+        (WrongPayout, _with_output(tx, 0, TxOut(L2_ITEM.amount, stranger)), amounts),
+        (WrongPayout, _with_output(tx, 0, TxOut(2 * L2_ITEM.amount, L2_ITEM.script)), amounts),
+        (UnknownWithdrawal, payout([replace(L2_ITEM, ref=WithdrawalRef(WithdrawalKind.L2, b"\x22" * 32))])[0], amounts),
+        (UnknownWithdrawal, payout([replace(EVM_ITEM, ref=WithdrawalRef.evm(5))])[0], amounts),
+        (NotFederationInput, tx, [amounts[0] + 1]),
+        (FeeOutOfRange, payout([L2_ITEM], rate=60)[0], amounts),
+        (NotCanonical, payout([L2_ITEM], COINS[:2])[0], [400_000, 400_000]),
+    ]
+    for error, bad, amts in cases:
+        with pytest.raises(error):
+            signer.sign(bad, amts)
+    views.utxos.pop(COINS[0].outpoint)
+    with pytest.raises(InputNotUnspent):
+        signer.sign(tx, amounts)
+    assert signer.signed_count() == 0  # a refusal records nothing
+
+
+def test_already_paid(setup: tuple[Signer, FakeViews]) -> None:
+    signer, views = setup
+    views.snap.paid[L2_ITEM.ref] = "ab" * 32
+    with pytest.raises(AlreadyPaid):
+        signer.sign(*payout([L2_ITEM]))
+    views.evm_paid[EVM_ITEM.ref.evm_id] = b"\x01" * 32
+    with pytest.raises(AlreadyPaid):
+        signer.sign(*payout([EVM_ITEM]))
+
+
+def test_unfinal_and_diverged_l2(setup: tuple[Signer, FakeViews]) -> None:
+    signer, views = setup
+    views.snap = L2Snapshot("00", 100, unfinal={L2_ITEM.ref: 1}, batch_of={L2_ITEM.ref: 3})
+    with pytest.raises(UnknownWithdrawal, match="1 of 2 confirmations"):
+        signer.sign(*payout([L2_ITEM]))
+    views.snap = L2Snapshot("00", 100, divergence="batch 3: RootMismatch: post-state root")
+    with pytest.raises(UnknownWithdrawal, match="diverged at batch 3"):
+        signer.sign(*payout([L2_ITEM]))
+
+
+def test_only_rbf_replacements(setup: tuple[Signer, FakeViews]) -> None:
+    signer, _ = setup
+    tx, amounts = payout([L2_ITEM])
+    signer.sign(tx, amounts)
+    # Another transaction for the same withdrawal from another coin: refused.
+    with pytest.raises(ConflictingPayout):
+        signer.sign(*payout([L2_ITEM], COINS[1:2]))
+    # Another withdrawal from the same coin: refused (it would replace the first payout).
+    with pytest.raises(ConflictingPayout):
+        signer.sign(*payout([EVM_ITEM]))
+    # The same payouts with a lower change (higher fee): an RBF replacement, signed.
+    change = tx.vout[1]
+    bumped = _with_output(tx, 1, TxOut(change.value - 1_000, change.script_pubkey))
+    signer.sign(bumped, amounts)
+    # Going back to a lower fee than the last one signed: refused.
+    with pytest.raises(ConflictingPayout):
+        signer.sign(_with_output(tx, 1, TxOut(change.value - 500, change.script_pubkey)), amounts)
+
+
+def test_record_survives_restart(tmp_path: Path) -> None:
+    config = SignerConfig(tmp_path / "db", "http://127.0.0.1:1", "t" * 16)
+    store = SignerStore(config.datadir)
+    Signer(KEY, config, FakeViews(), store).sign(*payout([L2_ITEM]))
+    store.close()
+    again = Signer(KEY, config, FakeViews(), SignerStore(config.datadir))
+    with pytest.raises(ConflictingPayout):
+        again.sign(*payout([L2_ITEM], COINS[1:2]))
+
+
+def test_non_federation_key_refused(tmp_path: Path) -> None:
+    config = SignerConfig(tmp_path / "db", "http://127.0.0.1:1", "t" * 16)
+    with pytest.raises(InvalidInput):
+        Signer(PrivateKey(b"\x01" * 32), config, FakeViews(), SignerStore(config.datadir))
