@@ -347,7 +347,16 @@ def test_racing_relayers_and_a_manual_mint_mint_once(
     mine(node, K, MINER.p2wpkh_address)
     wait_until(lambda: balance(evm, stack, who) == 500_000, TIMEOUT, "the mint")
     mint_tx_of(evm, stack, tx)
-    time.sleep(1.0)
+    # Each relayer records the outcome on its own pass: wait for both log lines rather than for a time.
+    outpoint = f"{tx.txid_hex}:{fed_vout(tx)}"
+    for r in relayers:
+        wait_until(
+            lambda r=r: (
+                f"minted {outpoint}" in r.log() or f"deposit {outpoint} was minted by another" in r.log()
+            ),
+            TIMEOUT,
+            "each relayer to record the mint",
+        )
     for r in relayers:
         r.stop()
     statuses = sorted(deposit_entry(r.journal(), tx)["status"] for r in relayers)
@@ -365,7 +374,10 @@ def test_racing_relayers_and_a_manual_mint_mint_once(
     proof = mint_proof(block, tx2.txid, fed_vout(tx2))
     evm.transact(stack.bridge, "mintWithProof", *proof.args(), sender=STRANGER)
     r.start()
-    time.sleep(2.0)
+    outpoint = f"{tx2.txid_hex}:{fed_vout(tx2)}"
+    wait_until(
+        lambda: f"deposit {outpoint} was minted by another" in r.log(), TIMEOUT, "AlreadyMinted recorded"
+    )
     r.stop()
     entry = deposit_entry(r.journal(), tx2)
     assert entry["status"] == "already_minted"
@@ -384,7 +396,8 @@ def test_stuck_transaction_is_replaced(
     try:
         tx = send_deposit(node, pool, 700_000, bytes.fromhex(who[2:]))
         mine(node, K, MINER.p2wpkh_address)
-        time.sleep(3.0)  # the headers transaction waits in anvil's pool and is replaced
+        # The headers transaction waits in anvil's pool until the relayer replaces it.
+        wait_until(lambda: "relayer: replaced nonce" in r.log(), TIMEOUT, "a replacement")
         evm.rpc("evm_mine")
     finally:
         evm.rpc("evm_setAutomine", True)
