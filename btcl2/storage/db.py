@@ -1,4 +1,10 @@
-"""The one plyvel wrapper: every state change goes through an atomic, synced write batch."""
+"""The one plyvel wrapper: every state change goes through an atomic, synced write batch.
+
+A database is checked when it is opened: LevelDB's paranoid checks cover the manifest and the log, and a full
+scan with block checksums covers every table file, so a corrupted or truncated file is reported at startup with a
+recovery path instead of being read later as if it were good. Corruption found by a later read is raised the same
+way. Nothing in btcl2 ever "repairs" a database in place: the state is rebuilt from its source of truth.
+"""
 
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -9,26 +15,56 @@ import plyvel
 
 from btcl2.errors import Critical
 
+RECOVERY = (
+    "nothing was read from it. Move it aside and restart: the node rebuilds its state from its source of truth "
+    "(Bitcoin for the L2 state — `btcl2 replay --datadir` derives it —, the chain for the watcher and the relayer)"
+)
+
+
+class CorruptDatabase(Critical):
+    """Raised when a LevelDB database fails its checksums or cannot be read; it is never used half-broken."""
+
 
 class Database:
     """A LevelDB database; reads are direct, writes only through `batch()`."""
 
-    def __init__(self, path: str | Path) -> None:
-        Path(path).mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: str | Path, *, verify: bool = True) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
         try:
             self._db: Any = plyvel.DB(str(path), create_if_missing=True, paranoid_checks=True)
+        except plyvel.IOError as e:
+            if "lock" in str(e).lower():
+                raise Critical(f"database {path} is in use by another process ({e})") from e
+            raise CorruptDatabase(f"database {path} cannot be opened ({e}); {RECOVERY}") from e
         except plyvel.Error as e:
-            raise Critical(f"cannot open database {path}: {e}") from e
-        self.path = Path(path)
+            raise CorruptDatabase(f"database {path} is corrupt ({e}); {RECOVERY}") from e
+        if verify:
+            self._verify()
+
+    def _verify(self) -> None:
+        """Read every block with its checksum once, so damage shows now and not in the middle of a batch."""
+        try:
+            for _ in self._db.iterator(include_value=True, verify_checksums=True, fill_cache=False):
+                pass
+        except plyvel.Error as e:
+            self._db.close()
+            raise CorruptDatabase(f"database {self.path} failed its checksums ({e}); {RECOVERY}") from e
 
     def get(self, key: bytes) -> bytes | None:
-        value: bytes | None = self._db.get(key)
+        try:
+            value: bytes | None = self._db.get(key, verify_checksums=True)
+        except plyvel.Error as e:
+            raise CorruptDatabase(f"database {self.path}: {e}; {RECOVERY}") from e
         return value
 
     def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         """Yield (key without prefix, value) for every key under prefix, in key order."""
-        for key, value in self._db.iterator(prefix=prefix):
-            yield key[len(prefix) :], value
+        try:
+            for key, value in self._db.iterator(prefix=prefix, verify_checksums=True):
+                yield key[len(prefix) :], value
+        except plyvel.Error as e:
+            raise CorruptDatabase(f"database {self.path}: {e}; {RECOVERY}") from e
 
     @contextmanager
     def batch(self) -> Iterator[Any]:
