@@ -13,7 +13,7 @@ help:
 	@echo "make setup      create .venv, install btcl2 with the dev extra, install anvil and solc (npm ci)"
 	@echo "make test       ruff, mypy --strict, unit and functional tests (embedded regtest node)"
 	@echo "make test-core  the functional suites against a real bitcoind built from source"
-	@echo "make demo       start a regtest node, mine, spend, print a summary"
+	@echo "make demo       start a devnet (Bitcoin, rollup, EVM) and run the narrated deposit/transfer/withdraw/replay/audit scenario"
 	@echo "make bench      measured figures (blocks/s, mempool acceptances/s)"
 
 setup: $(STAMP) $(NPM_STAMP) contracts

@@ -7,14 +7,29 @@ import click
 
 @click.group()
 @click.version_option(package_name="btcl2")
-def cli() -> None:
+@click.option(
+    "--devnet",
+    "devnet_dir",
+    envvar="BTCL2_DEVNET",
+    default=None,
+    metavar="DIR",
+    help="Take endpoints from DIR/devnet.toml [default: ~/.btcl2/devnet if it exists; env BTCL2_DEVNET].",
+)
+@click.pass_context
+def cli(ctx: click.Context, devnet_dir: str | None) -> None:
     """btcl2: a cross-chain Bitcoin L2 node."""
+    # --- devnet discovery: every command's endpoint options default to the devnet's (btcl2/devnet/discover.py)
+    from btcl2.devnet.discover import install
+
+    install(ctx, devnet_dir)
+    # --- end devnet discovery
 
 
 def _register() -> None:
     """Each role package owns its commands; the entry point only gathers them."""
     from btcl2.bridge import cli as bridge_cli
     from btcl2.derive.cli import replay
+    from btcl2.devnet.cli import devnet
     from btcl2.federation import cli as federation_cli
     from btcl2.poster.cli import poster
     from btcl2.regtest.cli import regtest
@@ -39,6 +54,7 @@ def _register() -> None:
     cli.add_command(federation_cli.signer)
     cli.add_command(federation_cli.coordinator)
     cli.add_command(federation_cli.withdraw)
+    cli.add_command(devnet)
 
 
 _register()

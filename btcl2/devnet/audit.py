@@ -1,0 +1,213 @@
+"""Conservation audit: every satoshi the federation holds on Bitcoin is owed to someone, read from the
+chains themselves (DESIGN.md, invariant 1).
+
+    federation BTC = L2 balances + WBTC total supply + withdrawals requested and not yet paid
+                     - Bitcoin fees of payouts (the federation pays them from its change)
+                     + deposits not credited on either chain (in flight, or rejected and unclaimed)
+
+Each term has its own source: the federation's coins from the node's UTXO set (scantxoutset); L2
+balances and L2 withdrawals from a replay of Bitcoin (never the sequencer); WBTC supply, mints and burns
+from the Bridge and token contracts at one EVM block; payouts and their fees from the payout transactions
+found on Bitcoin. The function lives here until a `btcl2 audit` command takes it over.
+"""
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from btcl2.bitcoin.address import network_by_name, script_to_address
+from btcl2.bitcoin.rpc import SyncBitcoinRPC
+from btcl2.bitcoin.tx import COIN, OutPoint, Tx
+from btcl2.bridge.evm import Contract, EvmClient
+from btcl2.core.deposits import Deposit, DepositKind, RejectedDeposit, parse_deposit
+from btcl2.core.params import Params
+from btcl2.derive.l1 import L1Block, RpcBlockSource
+from btcl2.derive.pipeline import Derivation
+from btcl2.errors import Temporary
+from btcl2.federation.payout import WithdrawalKind, WithdrawalRef, paid_refs
+
+MAX_ATTEMPTS = 3
+"""Audits retried when the Bitcoin tip moved while the terms were read."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditReport:
+    """Every term of the conservation equation, in satoshis, and what it was read at."""
+
+    federation_btc: int
+    """Confirmed coins at the federation's P2WSH address (UTXO set)."""
+    l2_balances: int
+    """Sum of every L2 balance in the replayed state (the fee account included)."""
+    wbtc_supply: int
+    """WrappedBTC totalSupply."""
+    pending_l2: int
+    """L2 withdrawals in replayed batches that no payout on Bitcoin has paid yet."""
+    pending_evm: int
+    """Bridge burns that no payout on Bitcoin has paid yet."""
+    payout_fees: int
+    """Bitcoin fees of every payout found (paid out of the federation's coins)."""
+    uncredited: int
+    """Deposits to the federation neither credited on L2 nor minted on the EVM (in flight or rejected)."""
+    paid: int
+    """Withdrawals paid on Bitcoin (count)."""
+    l2_root: str
+    """The replayed state root, hex."""
+    l2_batches: int
+    """Batches the replay applied."""
+    replay_ok: bool
+    """False when the replay found a divergence (then the L2 terms cover only what matched)."""
+    bitcoin_height: int
+    """The Bitcoin tip the audit read."""
+    evm_block: int
+    """The EVM block the audit read."""
+
+    @property
+    def owed(self) -> int:
+        """The right-hand side: what the federation's coins must equal."""
+        return (
+            self.l2_balances
+            + self.wbtc_supply
+            + self.pending_l2
+            + self.pending_evm
+            - self.payout_fees
+            + self.uncredited
+        )
+
+    @property
+    def holds(self) -> bool:
+        """Whether conservation holds (and the replay matched)."""
+        return self.replay_ok and self.federation_btc == self.owed
+
+    def rows(self) -> list[tuple[str, int]]:
+        """(label, signed satoshis) for printing, left side first."""
+        return [
+            ("federation BTC (UTXO set)", self.federation_btc),
+            ("L2 balances (replayed)", self.l2_balances),
+            ("WBTC total supply", self.wbtc_supply),
+            ("L2 withdrawals not yet paid", self.pending_l2),
+            ("EVM burns not yet paid", self.pending_evm),
+            ("fees accounted (payout fees)", -self.payout_fees),
+            ("deposits not yet credited", self.uncredited),
+        ]
+
+
+class _Scan(Derivation):
+    """The replay, also collecting deposits, federation outputs and payouts of every block it reads."""
+
+    def __init__(self, source: RpcBlockSource, params: Params, from_height: int) -> None:
+        self.deposits: list[Deposit | RejectedDeposit] = []
+        self.fed_outputs: dict[OutPoint, int] = {}
+        self.payouts: list[tuple[Tx, tuple[WithdrawalRef, ...]]] = []
+        self._audit_params = params
+        super().__init__(source, params, from_height)
+
+    def _reset(self) -> None:
+        super()._reset()
+        self.deposits, self.fed_outputs, self.payouts = [], {}, []
+
+    def _block(self, l1: L1Block) -> None:
+        super()._block(l1)
+        spk = self._audit_params.federation_script_pubkey
+        for tx in l1.block.txs:
+            for i, out in enumerate(tx.vout):
+                if out.script_pubkey == spk:
+                    self.fed_outputs[OutPoint(tx.txid, i)] = out.value
+            refs = paid_refs(tx, self._audit_params)
+            if refs:
+                self.payouts.append((tx, refs))
+                continue  # a payout's change pays the federation but is no deposit
+            found = parse_deposit(tx, spk, self._audit_params)
+            if found is not None:
+                self.deposits.append(found)
+
+
+def _sats(value: Any) -> int:
+    return int(Decimal(str(value)) * COIN)
+
+
+def _input_value(rpc: SyncBitcoinRPC, known: dict[OutPoint, int], op: OutPoint) -> int:
+    if op in known:
+        return known[op]
+    prev = rpc.call("getrawtransaction", op.txid[::-1].hex(), True)
+    return _sats(prev["vout"][op.vout]["value"])
+
+
+def _federation_btc(rpc: SyncBitcoinRPC, params: Params) -> int:
+    address = script_to_address(params.federation_script_pubkey, network_by_name(params.network))
+    result = rpc.call("scantxoutset", "start", [f"addr({address})"])
+    return _sats(result["total_amount"])
+
+
+def _once(
+    rpc: SyncBitcoinRPC, evm: EvmClient, bridge: Contract, wbtc: Contract, params: Params, from_height: int
+) -> AuditReport:
+    height = int(rpc.call("getblockcount"))
+    scan = _Scan(RpcBlockSource(rpc), params, from_height)
+    outcome = scan.run()
+    state = outcome.state
+    paid = {ref for _, refs in scan.payouts for ref in refs}
+    fees = 0
+    for tx, _ in scan.payouts:
+        fees += sum(_input_value(rpc, scan.fed_outputs, i.prevout) for i in tx.vin) - sum(
+            o.value for o in tx.vout
+        )
+    block = evm.block_number()
+    minted = {
+        OutPoint(bytes(e.args["btcTxid"]), int(e.args["vout"]))
+        for e in evm.get_events(bridge, "Minted", 0, block)
+    }
+    burns = [
+        (WithdrawalRef.evm(int(e.args["id"])), int(e.args["amount"]))
+        for e in evm.get_events(bridge, "WithdrawalRequested", 0, block)
+    ]
+    uncredited = sum(
+        d.amount
+        for d in scan.deposits
+        if isinstance(d, RejectedDeposit)
+        or (d.kind == DepositKind.L2 and d.outpoint not in state.credited_deposits)
+        or (d.kind == DepositKind.EVM and d.outpoint not in minted)
+    )
+    pending_l2 = sum(
+        r.amount
+        for wid, r in state.withdrawals.items()
+        if WithdrawalRef(WithdrawalKind.L2, bytes(wid)) not in paid
+    )
+    federation = _federation_btc(rpc, params)
+    if int(rpc.call("getblockcount")) != height:
+        raise Temporary("the Bitcoin tip moved during the audit")
+    return AuditReport(
+        federation_btc=federation,
+        l2_balances=state.total_balances(),
+        wbtc_supply=int(evm.call(wbtc, "totalSupply", block=block)),
+        pending_l2=pending_l2,
+        pending_evm=sum(amount for ref, amount in burns if ref not in paid),
+        payout_fees=fees,
+        uncredited=uncredited,
+        paid=len(paid),
+        l2_root=state.root.hex(),
+        l2_batches=len(outcome.applied),
+        replay_ok=outcome.divergence is None,
+        bitcoin_height=height,
+        evm_block=block,
+    )
+
+
+def audit(
+    rpc: SyncBitcoinRPC,
+    evm: EvmClient,
+    bridge: Contract,
+    wbtc: Contract,
+    params: Params,
+    from_height: int,
+) -> AuditReport:
+    """Read every term of the conservation equation from Bitcoin (replayed from `from_height`) and the EVM.
+
+    Bitcoin blocks mined while it reads make it start again (Temporary after MAX_ATTEMPTS).
+    """
+    for attempt in range(MAX_ATTEMPTS):
+        try:
+            return _once(rpc, evm, bridge, wbtc, params, from_height)
+        except Temporary:
+            if attempt == MAX_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
