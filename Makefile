@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
 
-.PHONY: setup test lint typecheck unit functional demo bench soak clean help
+.PHONY: setup chromium test lint typecheck unit functional demo bench soak clean help
 
 help:
 	@echo "make setup      create .venv, install btcl2 with the dev extra, install anvil and solc (npm ci)"
@@ -15,8 +15,12 @@ help:
 	@echo "make test-core  the functional suites against a real bitcoind built from source"
 	@echo "make demo       start a devnet (Bitcoin, rollup, EVM) and run the narrated deposit/transfer/withdraw/replay/audit scenario"
 	@echo "make bench      measured figures (blocks/s, mempool acceptances/s)"
+	@echo "make soak       seeded crash/reorg/outage scenario with the audit after every step (SOAK_SEED, SOAK_STEPS)"
 
-setup: $(STAMP) $(NPM_STAMP) contracts
+setup: $(STAMP) $(NPM_STAMP) contracts chromium
+
+chromium:
+	@sh scripts/install-chromium.sh
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,8 +54,11 @@ demo: setup
 bench: setup
 	$(PY) -m btcl2.bench
 
+SOAK_SEED ?= 1
+SOAK_STEPS ?= 60
+
 soak: setup
-	@echo "no soak scenarios yet"
+	$(PY) -m btcl2.soak --seed $(SOAK_SEED) --steps $(SOAK_STEPS) --json bench/soak.json
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

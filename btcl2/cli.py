@@ -27,6 +27,7 @@ def cli(ctx: click.Context, devnet_dir: str | None) -> None:
 
 def _register() -> None:
     """Each role package owns its commands; the entry point only gathers them."""
+    from btcl2.audit.cli import audit_command
     from btcl2.bridge import cli as bridge_cli
     from btcl2.derive.cli import replay
     from btcl2.devnet.cli import devnet
@@ -34,6 +35,7 @@ def _register() -> None:
     from btcl2.poster.cli import poster
     from btcl2.regtest.cli import regtest
     from btcl2.sequencer.cli import sequencer
+    from btcl2.status.cli import status
     from btcl2.wallet import cli as wallet_cli
     from btcl2.wallet import cli_l2 as l2_cli
 
@@ -55,6 +57,8 @@ def _register() -> None:
     cli.add_command(federation_cli.coordinator)
     cli.add_command(federation_cli.withdraw)
     cli.add_command(devnet)
+    cli.add_command(status)
+    cli.add_command(audit_command)
 
 
 _register()

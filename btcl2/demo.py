@@ -102,7 +102,7 @@ class Outcome:
     checks: list[tuple[str, bool]] = field(default_factory=list)
     """Every check, with whether it held."""
     audit: Any = None
-    """The btcl2.devnet.audit.AuditReport."""
+    """The btcl2.audit.conservation.AuditReport."""
 
     @property
     def ok(self) -> bool:
@@ -261,7 +261,7 @@ class Scenario:
         }
 
     def conservation(self) -> None:
-        from btcl2.devnet.audit import audit
+        from btcl2.audit.conservation import audit
         from btcl2.devnet.config import read_devnet
 
         report = _audit(read_devnet(self.cli.devnet), audit)

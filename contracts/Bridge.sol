@@ -17,6 +17,18 @@ interface IWrappedBTC {
     function burn(address from, uint256 value) external;
 }
 
+/// @notice What the Bridge calls to check a batch attestation (AttestationVerifier.sol); reverts when invalid.
+interface IAttestationVerifier {
+    function verify(
+        uint64 batchNumber,
+        bytes32 batchHash,
+        bytes32 postStateRoot,
+        bytes32 exitsRoot,
+        uint32 signers,
+        bytes calldata signature
+    ) external view;
+}
+
 /// @title Bridge
 /// @notice Mints WBTC against SPV proofs of Bitcoin deposits to the federation, and burns WBTC for withdrawals
 /// the federation pays on Bitcoin. Anyone may submit a proof: the contract trusts only the light client's best
@@ -68,12 +80,29 @@ contract Bridge {
     error PayoutAlreadyConfirmed(uint256 id, bytes32 btcTxid);
     error ZeroTxid();
 
+    // --- attestations and exits (docs/PROTOCOL.md, "Attestations", "Exits to the EVM") ---
+    error AttestationVerifierAlreadySet(address verifier);
+    error NoAttestationVerifier();
+    error BatchAlreadyAttested(uint64 batchNumber, bytes32 batchHash);
+    error BatchNotAttested(uint64 batchNumber);
+    error MalformedExitRecord(uint256 length);
+    error BadExitProof(bytes32 exitId, uint64 batchNumber);
+    error ExitAlreadyMinted(bytes32 exitId);
+
     /// @notice WBTC minted for the deposit outpoint (btcTxid, vout) proven in blockHash.
     event Minted(bytes32 indexed btcTxid, uint32 vout, address indexed recipient, uint64 amount, bytes32 indexed blockHash);
     /// @notice `from` burnt `amount` WBTC, to be paid on Bitcoin to `script`; `id` numbers withdrawals from 0.
     event WithdrawalRequested(uint256 indexed id, address indexed from, uint64 amount, bytes script);
     /// @notice Withdrawal `id` was paid on Bitcoin by transaction `btcTxid` (internal byte order).
     event PayoutConfirmed(uint256 indexed id, bytes32 btcTxid);
+    /// @notice The attestation verifier was set (once).
+    event AttestationVerifierSet(address indexed verifier);
+    /// @notice Batch `batchNumber` carries a valid aggregate attestation of at least M federation signers.
+    event BatchAttested(
+        uint64 indexed batchNumber, bytes32 batchHash, bytes32 postStateRoot, bytes32 exitsRoot, uint32 signers
+    );
+    /// @notice WBTC minted for the L2 exit `exitId` proven against the attested exits root of `batchNumber`.
+    event ExitMinted(bytes32 indexed exitId, uint64 indexed batchNumber, address indexed recipient, uint64 amount);
     event Paused(address indexed by);
     event Unpaused(address indexed by);
     event MintCapChanged(uint128 capacity, uint128 refillPerSecond);
@@ -110,6 +139,20 @@ contract Bridge {
     mapping(uint256 => bytes32) public withdrawalHash;
     /// @notice The Bitcoin payout of each withdrawal (zero until confirmed).
     mapping(uint256 => bytes32) public payoutTxid;
+
+    /// @notice An L2 batch the federation attested.
+    struct AttestedBatch {
+        bytes32 batchHash;
+        bytes32 postStateRoot;
+        bytes32 exitsRoot;
+    }
+
+    /// @notice Checks batch attestations; set once by the owner (zero: attestations and exits are disabled).
+    IAttestationVerifier public attestationVerifier;
+    /// @notice The attested L2 batches by number (batchHash zero: not attested).
+    mapping(uint64 => AttestedBatch) public attestedBatch;
+    /// @notice Whether the L2 exit (its L2 tx hash) has been minted.
+    mapping(bytes32 => bool) public exitMinted;
 
     /// @param lightClient_ The BitcoinLightClient holding the headers proofs refer to.
     /// @param wbtc_ The WrappedBTC token, deployed with this Bridge's address as its bridge.
@@ -220,6 +263,62 @@ contract Bridge {
         emit PayoutConfirmed(id, btcTxid);
     }
 
+    /// @notice Set the attestation verifier; owner only, once.
+    function setAttestationVerifier(address verifier) external onlyOwner {
+        if (address(attestationVerifier) != address(0)) revert AttestationVerifierAlreadySet(address(attestationVerifier));
+        if (verifier == address(0)) revert InvalidConfiguration();
+        attestationVerifier = IAttestationVerifier(verifier);
+        emit AttestationVerifierSet(verifier);
+    }
+
+    /// @notice Record an L2 batch attested by at least M federation signers; anyone may submit.
+    /// @param signers Bitmap of the signers (bit i = attestation key i).
+    /// @param signature The aggregate BLS signature, uncompressed G2 (256 bytes, EIP-2537 encoding).
+    function submitAttestation(
+        uint64 batchNumber,
+        bytes32 batchHash,
+        bytes32 postStateRoot,
+        bytes32 exitsRoot,
+        uint32 signers,
+        bytes calldata signature
+    ) external {
+        if (address(attestationVerifier) == address(0)) revert NoAttestationVerifier();
+        bytes32 known = attestedBatch[batchNumber].batchHash;
+        if (known != bytes32(0)) revert BatchAlreadyAttested(batchNumber, known);
+        attestationVerifier.verify(batchNumber, batchHash, postStateRoot, exitsRoot, signers, signature);
+        attestedBatch[batchNumber] = AttestedBatch(batchHash, postStateRoot, exitsRoot);
+        emit BatchAttested(batchNumber, batchHash, postStateRoot, exitsRoot, signers);
+    }
+
+    /// @notice Mint WBTC for an L2 exit proven against the attested exits root of its batch; anyone may submit,
+    /// each exit is minted once.
+    /// @param record The 80-byte exit record: exit id (32), L2 sender (20), amount u64 little-endian, recipient (20).
+    /// @param siblings Merkle siblings from the leaf up (levels where the node moves up alone have none).
+    /// @param sides Bit i set: siblings[i] is the left input of keccak256(0x01 || left || right).
+    function mintExit(uint64 batchNumber, bytes calldata record, bytes32[] calldata siblings, uint256 sides)
+        external
+        whenNotPaused
+    {
+        bytes32 root = attestedBatch[batchNumber].exitsRoot;
+        if (attestedBatch[batchNumber].batchHash == bytes32(0)) revert BatchNotAttested(batchNumber);
+        if (record.length != 80) revert MalformedExitRecord(record.length);
+        bytes32 exitId = bytes32(record[0:32]);
+        bytes32 node = keccak256(record);
+        for (uint256 i = 0; i < siblings.length; ++i) {
+            node = (sides >> i) & 1 == 1
+                ? keccak256(abi.encodePacked(bytes1(0x01), siblings[i], node))
+                : keccak256(abi.encodePacked(bytes1(0x01), node, siblings[i]));
+        }
+        if (node != root) revert BadExitProof(exitId, batchNumber);
+        if (exitMinted[exitId]) revert ExitAlreadyMinted(exitId);
+        uint64 amount = _le64(bytes8(record[52:60]));
+        address recipient = address(bytes20(record[60:80]));
+        _takeFromBucket(amount);
+        exitMinted[exitId] = true;
+        emit ExitMinted(exitId, batchNumber, recipient, amount);
+        wbtc.mint(recipient, amount);
+    }
+
     /// @notice Stop mint and burn; guardian only.
     function pause() external {
         if (msg.sender != guardian) revert NotGuardian(msg.sender);
@@ -305,6 +404,12 @@ contract Bridge {
         if (d.tagStatus != BitcoinTx.TagStatus.Valid) revert MalformedDepositTag();
         if (d.kind != 2) revert NotAnEvmDeposit(d.kind);
         if (d.amount < minDepositSats) revert BelowMinimumDeposit(d.amount, minDepositSats);
+    }
+
+    function _le64(bytes8 b) private pure returns (uint64 v) {
+        for (uint256 i = 0; i < 8; ++i) {
+            v |= uint64(uint8(b[i])) << uint64(8 * i);
+        }
     }
 
     function _takeFromBucket(uint64 amount) private {

@@ -14,6 +14,7 @@ import click
 
 from btcl2.core.params import Params
 from btcl2.errors import InvalidInput
+from btcl2.logs import log_format_option, metrics_port_option, setup_logging
 from btcl2.wallet import cli as wallet_cli
 from btcl2.wallet.clicommon import (
     UserCommand,
@@ -125,6 +126,8 @@ def relayer() -> None:
 )
 @click.option("--receipt-wait", default=5.0, show_default=True, help="Seconds to wait for a receipt inline.")
 @click.option("--history", default=1000, show_default=True, help="Bitcoin blocks kept for reorgs.")
+@log_format_option
+@metrics_port_option
 def relayer_run(
     datadir: Path,
     bitcoin_rpc: str | None,
@@ -139,6 +142,8 @@ def relayer_run(
     stuck_after: float,
     receipt_wait: float,
     history: int,
+    log_format: str,
+    metrics_port: int | None,
 ) -> None:
     """Run the relayer until SIGINT/SIGTERM; its journal and watcher live in DATADIR."""
     import asyncio
@@ -147,7 +152,7 @@ def relayer_run(
     from btcl2.bridge.relayer import RelayerConfig
     from btcl2.bridge.service import RelayerSetup, serve
 
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+    setup_logging(logging.INFO, log_format)
     if not 1 <= headers_per_tx <= 2000:
         fail("--headers-per-tx must be between 1 and 2000")
     if not bitcoin_rpc:
@@ -169,6 +174,14 @@ def relayer_run(
             headers_per_tx=headers_per_tx, poll_interval=poll_interval, receipt_wait=receipt_wait
         ),
     )
+    # --- metrics (--metrics-port): the light client's lag behind Bitcoin
+    from btcl2.service_metrics import relayer_gauges, start_standalone
+
+    if metrics_port is not None:
+        start_standalone(
+            "relayer", metrics_port, relayer_gauges(bitcoin_rpc, bitcoin_cookie, evm, bridge, light_client)
+        )
+    # --- end metrics
     asyncio.run(serve(setup))
 
 

@@ -17,6 +17,7 @@ from btcl2.core.types import (
     MAX_WITHDRAWAL_SCRIPT,
     SIGNATURE_SIZE,
     Address20,
+    ExitToEvm,
     Hash32,
     L2Tx,
     Sats,
@@ -30,6 +31,7 @@ DOMAIN_VERSION = "1"
 DOMAIN_TYPE = "EIP712Domain(string name,string version,uint256 chainId)"
 TRANSFER_TYPE = "Transfer(address to,uint64 amount,uint64 fee,uint64 nonce)"
 WITHDRAWAL_TYPE = "Withdrawal(uint64 amount,uint64 fee,uint64 nonce,bytes script)"
+EXIT_TO_EVM_TYPE = "ExitToEvm(uint64 amount,uint64 fee,uint64 nonce,address evmAddress)"
 
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 _HALF_N = SECP256K1_N // 2
@@ -52,6 +54,12 @@ _TYPES: dict[str, list[dict[str, str]]] = {
         {"name": "nonce", "type": "uint64"},
         {"name": "script", "type": "bytes"},
     ],
+    "ExitToEvm": [
+        {"name": "amount", "type": "uint64"},
+        {"name": "fee", "type": "uint64"},
+        {"name": "nonce", "type": "uint64"},
+        {"name": "evmAddress", "type": "address"},
+    ],
 }
 
 
@@ -73,10 +81,14 @@ def domain_separator(chain_id: int) -> Hash32:
 
 
 def struct_hash(tx: L2Tx) -> Hash32:
-    """hashStruct of a Transfer (address left-padded to a word) or a Withdrawal (bytes as keccak256)."""
+    """hashStruct of a Transfer or an ExitToEvm (addresses left-padded to a word) or a Withdrawal (bytes as
+    keccak256)."""
     if isinstance(tx, Transfer):
         fields = b"\x00" * 12 + tx.to + _word(tx.amount) + _word(tx.fee) + _word(tx.nonce)
         return Hash32(keccak256(keccak256(TRANSFER_TYPE.encode()) + fields))
+    if isinstance(tx, ExitToEvm):
+        fields = _word(tx.amount) + _word(tx.fee) + _word(tx.nonce) + b"\x00" * 12 + tx.evm_address
+        return Hash32(keccak256(keccak256(EXIT_TO_EVM_TYPE.encode()) + fields))
     fields = _word(tx.amount) + _word(tx.fee) + _word(tx.nonce) + keccak256(tx.script)
     return Hash32(keccak256(keccak256(WITHDRAWAL_TYPE.encode()) + fields))
 
@@ -128,6 +140,9 @@ def typed_data(tx: L2Tx, chain_id: int) -> dict[str, Any]:
     """The eth_signTypedData_v4 object for `tx` (addresses and bytes as 0x-hex, integers as int)."""
     if isinstance(tx, Transfer):
         primary, message = "Transfer", {"to": "0x" + tx.to.hex(), "amount": tx.amount, "fee": tx.fee}
+    elif isinstance(tx, ExitToEvm):
+        primary = "ExitToEvm"
+        message = {"amount": tx.amount, "fee": tx.fee, "evmAddress": "0x" + tx.evm_address.hex()}
     else:
         primary = "Withdrawal"
         message = {"amount": tx.amount, "fee": tx.fee, "script": "0x" + tx.script.hex()}
@@ -175,8 +190,8 @@ def parse_typed_data(obj: dict[str, Any], chain_id: int) -> L2Tx:
     if _int_field(domain, "chainId", 2**256 - 1) != chain_id:
         raise WrongChain(f"typed data is for chain {domain.get('chainId')}, this rollup is {chain_id}")
     primary, message = obj.get("primaryType"), obj.get("message")
-    if not isinstance(message, dict) or primary not in ("Transfer", "Withdrawal"):
-        raise MalformedEncoding("primaryType must be Transfer or Withdrawal, with a message")
+    if not isinstance(message, dict) or primary not in ("Transfer", "Withdrawal", "ExitToEvm"):
+        raise MalformedEncoding("primaryType must be Transfer, Withdrawal or ExitToEvm, with a message")
     amount = Sats(_int_field(message, "amount", MAX_MONEY))
     fee = Sats(_int_field(message, "fee", MAX_MONEY))
     nonce = _int_field(message, "nonce", 2**64 - 1)
@@ -185,4 +200,9 @@ def parse_typed_data(obj: dict[str, Any], chain_id: int) -> L2Tx:
         if len(to) != 20:
             raise MalformedEncoding("to must be a 20-byte address")
         return Transfer(Address20(to), amount, fee, nonce)
+    if primary == "ExitToEvm":
+        evm = _hex_field(message, "evmAddress", 20)
+        if len(evm) != 20:
+            raise MalformedEncoding("evmAddress must be a 20-byte address")
+        return ExitToEvm(amount, fee, nonce, Address20(evm))
     return Withdrawal(amount, fee, nonce, _hex_field(message, "script", MAX_WITHDRAWAL_SCRIPT))

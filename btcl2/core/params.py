@@ -22,6 +22,37 @@ DEVNET_POSTER_PUBKEY = bytes.fromhex("0373785034c7162dc6c42c52f3312023839c79f050
 do not parse (truncated push), so no P2WSH output can present it as a witness script."""
 
 
+DEVNET_ATTESTATION_PUBKEYS: tuple[bytes, ...] = (
+    bytes.fromhex(
+        "93859d34dfc6e66640f17161c3836ae074ea8e8d7a1c2bbd65074d4ecb8d3a51e93263005ade5143f315a01c6fbaa535"
+    ),
+    bytes.fromhex(
+        "99d4ba510e536eac4112269c1fcfb8c6c7c43213b6ebc9316ac8598a7f448faac9a332d35ce2ca05ef643c76533dcc59"
+    ),
+    bytes.fromhex(
+        "ac5f73e44bedd69a64b57900cad5fefb0b9101c16c5d0998771e0d28859f1951ef740b0602e7e602d6a950d1c92d3051"
+    ),
+)
+"""BLS12-381 keys (G1, compressed) of secrets KeyGen(sha256(b"btcl2 devnet attestation %d" % i)), i = 1..3,
+signer i's attestation key: public knowledge, devnet only."""
+
+DEVNET_ATTESTATION_POPS: tuple[bytes, ...] = (
+    bytes.fromhex(
+        "b23e3d1caf9c7306091596850130ab82c05328ce8b4e3952eb5a4f86e78442cf9a60a922499c0423773fd48aed55bf4f"
+        "05b4b3453e636dd86f73230cdf7cd68251090f76687b612f3177770db3539c15e00fab48970af1580a37ae01d1dcba17"
+    ),
+    bytes.fromhex(
+        "8aa53337edc4042aad472cdd64df1aa127a24a67c8e63b8bc63f4280c6b23a39718de7e3bbb27d941414874c4345a163"
+        "02a3be0698da5ee4b6ed36e730e414d5909c2701417bcbe82da6a55ec5bf8e3a691e35ae9b6766c4da540a24faee1641"
+    ),
+    bytes.fromhex(
+        "807cb727a1155b99220fe9659ca5e3f96c18240bb6d3b0553b1864d25b250da700edbab94aaff60600f5444b103205a6"
+        "0adfbea9d09ebc8a7b6d7b38594f7a5f8b5f612c99d253749cc0ec33ef9249e6e4c4429f276ad2517f4dede9d98148a3"
+    ),
+)
+"""Proofs of possession (G2, compressed) of the devnet attestation keys, same order."""
+
+
 @dataclass(frozen=True, slots=True)
 class Params:
     """Rollup parameters; the defaults are the devnet's."""
@@ -51,6 +82,13 @@ class Params:
     poster_pubkey: bytes = DEVNET_POSTER_PUBKEY
     """The poster's key (33-byte compressed): an anchor counts only if its first input is a P2WPKH spend
     of this key (docs/PROTOCOL.md, "Anchors")."""
+    attestation_pubkeys: tuple[bytes, ...] = DEVNET_ATTESTATION_PUBKEYS
+    """The attesting signers' BLS12-381 public keys (48-byte compressed G1), in signer-bitmap order
+    (docs/PROTOCOL.md, "Attestations")."""
+    attestation_pops: tuple[bytes, ...] = DEVNET_ATTESTATION_POPS
+    """Each key's proof of possession (96-byte compressed G2), same order; checked before a key is used."""
+    attestation_m: int = 2
+    """How many attesting signers a batch attestation needs."""
 
     @property
     def federation_script(self) -> bytes:

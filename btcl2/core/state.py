@@ -131,6 +131,8 @@ class State:
     """Sum of all credited deposits."""
     withdrawn: int = 0
     """Sum of all withdrawal amounts burnt."""
+    exited: int = 0
+    """Sum of all exit (L2 -> EVM) amounts burnt; the Bridge mints them once their batch is attested."""
     head: BatchHeader | None = None
     """The header of the last batch applied, None before the first."""
 
@@ -151,7 +153,7 @@ class State:
 class Journal:
     """A write overlay over a State: reads see earlier writes; `commit()` yields the next State."""
 
-    __slots__ = ("_accounts", "_base", "_credits", "_deposited", "_withdrawals", "_withdrawn")
+    __slots__ = ("_accounts", "_base", "_credits", "_deposited", "_exited", "_withdrawals", "_withdrawn")
 
     def __init__(self, base: State) -> None:
         self._base = base
@@ -160,6 +162,7 @@ class Journal:
         self._withdrawals: dict[Hash32, WithdrawalRecord] = {}
         self._deposited = 0
         self._withdrawn = 0
+        self._exited = 0
 
     @property
     def base(self) -> State:
@@ -189,6 +192,10 @@ class Journal:
         self._withdrawals[record.withdrawal_id] = record
         self._withdrawn += record.amount
 
+    def add_exit(self, amount: int) -> None:
+        """Count an exit's burnt amount (the balance is written separately with set_accounts)."""
+        self._exited += amount
+
     def commit(self, head: BatchHeader | None = None) -> State:
         """The State with every write applied (and `head` as the last batch, if given)."""
         base = self._base
@@ -201,5 +208,6 @@ class Journal:
             withdrawals=base.withdrawals.with_changes(self._withdrawals),
             deposited=base.deposited + self._deposited,
             withdrawn=base.withdrawn + self._withdrawn,
+            exited=base.exited + self._exited,
             head=head if head is not None else base.head,
         )

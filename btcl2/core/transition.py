@@ -32,6 +32,8 @@ from btcl2.core.types import (
     Batch,
     BatchHeader,
     DepositCredit,
+    ExitRecord,
+    ExitToEvm,
     Hash32,
     Sats,
     SignedTx,
@@ -66,6 +68,8 @@ class Receipt:
     """The fee credited to the fee account."""
     withdrawal: WithdrawalRecord | None
     """The withdrawal requested, for a Withdrawal transaction."""
+    exit: ExitRecord | None = None
+    """The exit recorded, for an ExitToEvm transaction (its amount leaves L2 for the EVM)."""
 
 
 def check_withdrawal_script(script: bytes) -> None:
@@ -114,6 +118,11 @@ def execute_transaction(
         if tx.amount < params.min_withdrawal_sats:
             raise DustAmount(f"withdrawal of {tx.amount} below minimum {params.min_withdrawal_sats}")
         record = WithdrawalRecord(signed.tx_hash, sender, tx.amount, tx.script)
+    exit_record: ExitRecord | None = None
+    if isinstance(tx, ExitToEvm):
+        if tx.amount < params.min_withdrawal_sats:
+            raise DustAmount(f"exit of {tx.amount} below minimum {params.min_withdrawal_sats}")
+        exit_record = ExitRecord(signed.tx_hash, sender, tx.amount, tx.evm_address)
     writes = {sender: _debit_sender(journal, sender, tx.nonce, tx.amount, tx.fee)}
     if isinstance(tx, Transfer):
         _credit(journal, writes, tx.to, tx.amount)
@@ -121,7 +130,9 @@ def execute_transaction(
     journal.set_accounts(writes)
     if record is not None:
         journal.add_withdrawal(record)
-    return Receipt(signed.tx_hash, sender, tx.fee, record)
+    if exit_record is not None:
+        journal.add_exit(exit_record.amount)
+    return Receipt(signed.tx_hash, sender, tx.fee, record, exit_record)
 
 
 def execute_deposit(journal: Journal, credit: DepositCredit, params: Params) -> None:

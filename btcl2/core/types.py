@@ -26,6 +26,8 @@ TX_TRANSFER = 0x01
 """Type byte of a Transfer."""
 TX_WITHDRAWAL = 0x02
 """Type byte of a Withdrawal."""
+TX_EXIT_TO_EVM = 0x03
+"""Type byte of an ExitToEvm."""
 MAX_WITHDRAWAL_SCRIPT = 42
 """Longest scriptPubKey a withdrawal may carry on the wire (the longest witness program)."""
 SIGNATURE_SIZE = 65
@@ -114,7 +116,33 @@ class Withdrawal:
         return cls(amount, fee, nonce, r.read(n))
 
 
-L2Tx = Transfer | Withdrawal
+@dataclass(frozen=True, slots=True)
+class ExitToEvm:
+    """Burn `amount` + `fee` on L2 so that the Bridge mints `amount` WBTC to `evm_address` once the batch is
+    attested (docs/PROTOCOL.md, "Exits to the EVM")."""
+
+    amount: Sats
+    """Satoshis burnt on L2 and minted as WBTC base units on the EVM."""
+    fee: Sats
+    """Satoshis credited to the fee account."""
+    nonce: int
+    """Must equal the sender's nonce (u64)."""
+    evm_address: Address20
+    """The EVM account the Bridge mints to."""
+
+    def encode(self) -> bytes:
+        """Type byte 0x03, amount u64, fee u64, nonce u64, evm_address (20): 45 bytes."""
+        head = bytes([TX_EXIT_TO_EVM]) + _u64(self.amount) + _u64(self.fee) + _u64(self.nonce)
+        return head + self.evm_address
+
+    @classmethod
+    def read_body(cls, r: ByteReader) -> Self:
+        """Read the fields after the type byte."""
+        amount, fee, nonce = _read_sats(r, "amount"), _read_sats(r, "fee"), r.u64()
+        return cls(amount, fee, nonce, Address20(r.read(20)))
+
+
+L2Tx = Transfer | Withdrawal | ExitToEvm
 """Any unsigned L2 transaction."""
 
 
@@ -125,6 +153,8 @@ def read_tx(r: ByteReader) -> L2Tx:
         return Transfer.read_body(r)
     if kind == TX_WITHDRAWAL:
         return Withdrawal.read_body(r)
+    if kind == TX_EXIT_TO_EVM:
+        return ExitToEvm.read_body(r)
     raise UnknownTxType(f"unknown transaction type 0x{kind:02x}")
 
 
@@ -218,6 +248,44 @@ class WithdrawalRecord:
     def decode(cls, data: bytes) -> Self:
         """Decode exactly one record."""
         return decode_exact(data, cls.read)
+
+
+EXIT_RECORD_SIZE = 80
+"""Bytes of an ExitRecord encoding."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExitRecord:
+    """An exit executed on L2: the leaf the Bridge proves against an attested exits root before minting."""
+
+    exit_id: Hash32
+    """The tx_hash of the ExitToEvm transaction; the Bridge mints each id at most once."""
+    sender: Address20
+    """The L2 account that burnt the amount."""
+    amount: Sats
+    """WBTC base units (satoshis) to mint."""
+    evm_address: Address20
+    """The EVM recipient."""
+
+    def encode(self) -> bytes:
+        """id (32), sender (20), amount u64, evm_address (20): 80 bytes."""
+        return self.exit_id + self.sender + _u64(self.amount) + self.evm_address
+
+    @classmethod
+    def read(cls, r: ByteReader) -> Self:
+        """Read one record from a stream."""
+        wid, sender, amount = Hash32(r.read(32)), Address20(r.read(20)), _read_sats(r, "amount")
+        return cls(wid, sender, amount, Address20(r.read(20)))
+
+    @classmethod
+    def decode(cls, data: bytes) -> Self:
+        """Decode exactly one record."""
+        return decode_exact(data, cls.read)
+
+    @property
+    def leaf(self) -> Hash32:
+        """keccak256 of the encoding: the leaf of the exits root."""
+        return Hash32(keccak256(self.encode()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,14 +387,18 @@ class Batch:
 
 __all__ = [
     "BATCH_HEADER_VERSION",
+    "EXIT_RECORD_SIZE",
     "MAX_WITHDRAWAL_SCRIPT",
     "SIGNATURE_SIZE",
+    "TX_EXIT_TO_EVM",
     "TX_TRANSFER",
     "TX_WITHDRAWAL",
     "Address20",
     "Batch",
     "BatchHeader",
     "DepositCredit",
+    "ExitRecord",
+    "ExitToEvm",
     "Hash32",
     "L2Tx",
     "Sats",

@@ -30,10 +30,12 @@ from btcl2.bitcoin.tx import Tx
 from btcl2.core.anchor import AnchorError, decode_anchor_tx, is_authenticated_anchor
 from btcl2.core.deposits import Deposit, RejectedDeposit, parse_deposit
 from btcl2.core.errors import InvalidBatch, L1OriginTooOld, L1OriginTooRecent
+from btcl2.core.exits import exit_records, exits_root
 from btcl2.core.params import Params
 from btcl2.core.state import State
 from btcl2.core.transition import apply_batch
 from btcl2.core.types import Transfer, Withdrawal
+from btcl2.derive.attest import AttestationReport, AttestationStage
 from btcl2.derive.diagnose import Finding, diagnose
 from btcl2.derive.frames import AnchoredBatch, AnchorRef, ChunkAssembler, RejectedAnchor, malformed
 from btcl2.derive.l1 import BlockSource, L1Block, L1Traversal
@@ -144,6 +146,8 @@ class Outcome:
     rejected_deposits: int = 0
     deposits_seen: int = 0
     resets: int = 0
+    attestations: AttestationReport | None = None
+    """Attested and unattested batches, invalid attestation records (btcl2/derive/attest.py)."""
 
 
 class Derivation:
@@ -166,6 +170,7 @@ class Derivation:
         self._on_block = on_block
         self._traversal = L1Traversal(source, from_height)
         self._assembler = ChunkAssembler()
+        self._attestations = AttestationStage(params)
         self._reset()
 
     def _reset(self) -> None:
@@ -179,6 +184,9 @@ class Derivation:
         self._rejections: dict[int, list[Rejection]] = defaultdict(list)
         self._applied_hash: dict[int, bytes] = {}
         self._loose: list[Rejection] = []
+        # Attestations: the stage's records, and what replay derived per applied batch to judge them by.
+        self._attestations.reset()
+        self._attested_roots: dict[int, tuple[bytes, bytes, bytes]] = {}
 
     @property
     def _next(self) -> int:
@@ -204,6 +212,7 @@ class Derivation:
             if self._to_batch is not None and self._next > self._to_batch:
                 break
         self._finish()
+        self._judge_attestations()
         return self._out
 
     def _block(self, l1: L1Block) -> None:
@@ -212,6 +221,7 @@ class Derivation:
         self._hashes.append(l1.hash)
         self._deposits.add_block(l1.height, l1.block)
         for tx in l1.block.txs:
+            self._attestations.add(tx, l1.height)
             try:
                 chunk = decode_anchor_tx(tx)
             except AnchorError as exc:
@@ -313,6 +323,8 @@ class Derivation:
         batch, progress = anchored.batch, self._out.progress
         number = batch.header.number
         self._applied_hash[number] = batch.hash
+        exits = exits_root(exit_records(batch, self._params.l2_chain_id))
+        self._attested_roots[number] = (batch.hash, batch.header.post_state_root, exits)
         self._out.state = new_state
         self._out.superseded.extend(self._rejections.pop(number, []))
         self._candidates.pop(number, None)
@@ -328,6 +340,20 @@ class Derivation:
                 anchored.anchors,
             )
         )
+
+    def derived_roots(self) -> dict[int, tuple[bytes, bytes, bytes]]:
+        """Applied batch number -> (batch hash, post-state root, exits root): what an attestation must name."""
+        return dict(self._attested_roots)
+
+    def _judge_attestations(self) -> None:
+        """Check every attestation record; the first invalid one fails the run if nothing failed before."""
+        report = self._attestations.judge(self._attested_roots)
+        self._out.attestations = report
+        if report.failures and self._out.divergence is None:
+            f = report.failures[0]
+            anchors = (AnchorRef(f.txid, f.height),)
+            self._out.divergence = Rejection(f.batch_number, anchors, Finding(f.error, f.message))
+            self._out.rejected = [self._out.divergence]
 
     def _finish(self) -> None:
         """Judge the run: the first batch number that should exist and did not apply is the divergence."""

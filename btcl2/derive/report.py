@@ -50,6 +50,23 @@ def report_json(out: Outcome, elapsed: float) -> dict[str, Any]:
         "unauthenticated": [_rejection(r) for r in out.unauthenticated],
         "rejected": [_rejection(r) for r in out.rejected],
         "divergence": None if out.divergence is None else _rejection(out.divergence),
+        **_attestations_json(out),
+    }
+
+
+def _attestations_json(out: Outcome) -> dict[str, Any]:
+    """Attested vs unattested batches and invalid attestation records (docs/PROTOCOL.md, "Attestations")."""
+    report = out.attestations
+    if report is None:
+        return {"attested": [], "unattested": [], "attestation_failures": []}
+    return {
+        "attested": [
+            {"batch": n, "txid": s.txid, "height": s.height, "signers": s.attestation.signers}
+            for n, s in sorted(report.attested.items())
+        ],
+        "unattested": list(report.unattested),
+        "attestation_failures": [asdict(f) for f in report.failures],
+        "attestation_verify_seconds": round(report.verify_seconds, 3),
     }
 
 
@@ -77,6 +94,8 @@ def summary(doc: dict[str, Any]) -> str:
         f"time {doc['elapsed_seconds']:.2f} s, execution {doc['execute_seconds']:.2f} s,"
         f" {doc['transactions_per_second'] or 0:.0f} transactions/s",
     ]
+    if doc.get("attested") is not None:
+        lines.append(f"attested batches {len(doc['attested'])}, unattested {len(doc['unattested'])}")
     if doc["repeated_anchors"]:
         lines.append(f"repeated anchors ignored: {doc['repeated_anchors']}")
     if doc["unauthenticated"]:

@@ -15,6 +15,7 @@ import click
 from btcl2.bitcoin.address import script_to_address
 from btcl2.federation.config import CoordinatorConfig, SignerConfig, load
 from btcl2.federation.payout import WithdrawalRef
+from btcl2.logs import log_format_option, metrics_port_option
 from btcl2.wallet.amounts import format_btc, parse_amount, parse_sats
 from btcl2.wallet.clicommon import (
     UserCommand,
@@ -33,8 +34,10 @@ DEFAULT_L2_FEE = 100
 """L2 fee of a withdrawal, in satoshis."""
 
 
-def _logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+def _logging(log_format: str = "text") -> None:
+    from btcl2.logs import setup_logging
+
+    setup_logging(logging.INFO, log_format)
 
 
 @click.group("federation", cls=UserGroup)
@@ -79,18 +82,29 @@ def signer() -> None:
 )
 @click.option("--config", "config_file", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--port", type=click.IntRange(1, 65535), default=None, help="Overrides the config's port.")
-def signer_run(key_file: Path, config_file: Path, port: int | None) -> None:
-    """Serve the signing API: sign only payouts this signer's own nodes show to be owed and unpaid."""
+@click.option(
+    "--attestation-key",
+    "attestation_key",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="BLS attestation secret file (overrides attestation_key_file): also attest replayed batches.",
+)
+@log_format_option
+def signer_run(
+    key_file: Path, config_file: Path, port: int | None, attestation_key: str | None, log_format: str
+) -> None:
+    """Serve the signing API: sign only payouts this signer's own nodes show to be owed and unpaid, and
+    (with an attestation key) attest only batches its own replay applied with the same roots."""
     from btcl2.bitcoin.address import network_by_name
-    from btcl2.federation.signer import SignerService, build_signer
+    from btcl2.federation.signer import SignerService, build_attester, build_signer
     from btcl2.wallet.keyfile import load_keyfile
 
-    _logging()
-    config = load(SignerConfig, config_file, {"port": port})
+    _logging(log_format)
+    config = load(SignerConfig, config_file, {"port": port, "attestation_key_file": attestation_key})
     key = load_keyfile(key_file, network_by_name(config.params.network)).key
     core, store, rpc = build_signer(key, config)
     try:
-        asyncio.run(SignerService(core, config).run())
+        asyncio.run(SignerService(core, config, build_attester(config, core)).run())
     finally:
         store.close()
         rpc.close()
@@ -103,18 +117,27 @@ def coordinator() -> None:
 
 @coordinator.command("run")
 @click.option("--config", "config_file", required=True, type=click.Path(dir_okay=False, path_type=Path))
-def coordinator_run(config_file: Path) -> None:
+@log_format_option
+@metrics_port_option
+def coordinator_run(config_file: Path, log_format: str, metrics_port: int | None) -> None:
     """Batch pending withdrawals into payouts, collect signatures, broadcast, follow, confirm on the Bridge."""
     from btcl2.bitcoin.rpc import SyncBitcoinRPC
     from btcl2.federation.coordinator import Coordinator
     from btcl2.federation.store import CoordinatorStore
 
-    _logging()
+    _logging(log_format)
     config = load(CoordinatorConfig, config_file, {})
     rpc = SyncBitcoinRPC(config.bitcoin_rpc, cookie_file=config.bitcoin_cookie)
     store = CoordinatorStore(config.datadir)
     try:
-        asyncio.run(Coordinator(config, store, rpc).run())
+        coord = Coordinator(config, store, rpc)
+        # --- metrics (--metrics-port): withdrawals waiting for a payout
+        from btcl2.service_metrics import start_standalone
+
+        pending = ("Withdrawals owed and not yet in a payout.", lambda: len(coord.pending_refs))
+        start_standalone("coordinator", metrics_port, {"btcl2_withdrawals_pending": pending})
+        # --- end metrics
+        asyncio.run(coord.run())
     finally:
         store.close()
         rpc.close()
@@ -147,6 +170,31 @@ def _withdraw_l2(secret: bytes, amount: int, fee: int, script: bytes, sequencer:
     return str(answer.get("txHash") or "0x" + signed.tx_hash.hex())
 
 
+def _exit_to_evm(secret: bytes, amount: int, fee: int, evm_address: bytes, sequencer: str) -> str:
+    """Sign an L2 ExitToEvm and send it to the sequencer; its tx hash (the exit id)."""
+    from btcl2.core.eip712 import address_from_private_key, sign
+    from btcl2.core.types import Address20, ExitToEvm, Sats
+    from btcl2.wallet.l2client import L2Client
+
+    client = L2Client(sequencer)
+    chain_id = int(client.status()["chainId"])
+    nonce = client.get_nonce("0x" + address_from_private_key(secret).hex())
+    signed = sign(ExitToEvm(Sats(amount), Sats(fee), nonce, Address20(evm_address)), secret, chain_id)
+    answer = client.send_transaction(signed)
+    return str(answer.get("txHash") or "0x" + signed.tx_hash.hex())
+
+
+def _parse_evm_target(to: str) -> bytes:
+    text = to.removeprefix("evm:").removeprefix("0x")
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raw = b""
+    if not to.startswith("evm:") or len(raw) != 20:
+        fail(f"--to must be evm:0x<40 hex>, got {to!r}")
+    return raw
+
+
 @click.group("withdraw", cls=UserGroup, invoke_without_command=True)
 @click.option(
     "--from", "source", type=click.Choice(["l2", "evm"]), default=None, help="Where the BTC is now."
@@ -155,6 +203,9 @@ def _withdraw_l2(secret: bytes, amount: int, fee: int, script: bytes, sequencer:
 @click.option("--amount", help="Amount in BTC (or satoshis with --sats).")
 @sats_option
 @click.option("--btc-address", help="The Bitcoin address to pay.")
+@click.option(
+    "--to", "to", default=None, help="evm:0x<address>: exit from L2 to WBTC on the EVM (with --from l2)."
+)
 @click.option(
     "--fee", default=str(DEFAULT_L2_FEE), show_default=True, metavar="SATS", help="L2 fee (--from l2)."
 )
@@ -180,6 +231,7 @@ def withdraw(
     amount: str | None,
     sats: bool,
     btc_address: str | None,
+    to: str | None,
     fee: str,
     sequencer: str,
     evm_rpc: str | None,
@@ -187,8 +239,26 @@ def withdraw(
     as_json: bool,
 ) -> None:
     """Withdraw BTC to a Bitcoin address: `--from l2` signs an L2 Withdrawal and sends it to the sequencer;
-    `--from evm` burns WBTC on the Bridge. Prints the withdrawal id for `btcl2 withdraw status`."""
+    `--from evm` burns WBTC on the Bridge. Prints the withdrawal id for `btcl2 withdraw status`.
+    `--from l2 --to evm:0x..` exits to WBTC instead: the Bridge mints it from a proof once the batch is
+    attested."""
     if ctx.invoked_subcommand is not None:
+        return
+    if to is not None:
+        if source != "l2" or key_file is None or amount is None:
+            fail("--to evm:0x.. needs --from l2, --key and --amount")
+        from btcl2.wallet.keyfile import load_keyfile
+
+        evm_address = _parse_evm_target(to)
+        value = parse_amount(amount, sats=sats)
+        secret = load_keyfile(key_file, network()).key.secret
+        exit_id = _exit_to_evm(secret, value, parse_sats(fee, allow_zero=True), evm_address, sequencer)
+        data = {"id": exit_id, "from": "l2", "to": to, "amount_sats": value, "status": "requested"}
+        lines = [
+            exit_id,
+            f"exit requested: {format_btc(value)} BTC to {to} (minted once its batch is attested)",
+        ]
+        emit(as_json, data, lines)
         return
     if source is None or key_file is None or amount is None or btc_address is None:
         fail("withdraw needs --from, --key, --amount and --btc-address (or: withdraw status ID)")

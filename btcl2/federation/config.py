@@ -49,6 +49,8 @@ class SignerConfig:
     """Most absolute fee per payout."""
     min_input_confirmations: int = 1
     """Confirmations each spent federation output needs."""
+    attestation_key_file: str | None = None
+    """File with this member's BLS attestation secret (64 hex digits); None: it does not attest batches."""
     params: Params = field(default_factory=Params)
     """The rollup parameters."""
 
@@ -136,7 +138,7 @@ def _params(table: Any) -> Params:
         if key not in fields:
             raise ConfigError(f"unknown key params.{key}")
         try:
-            if key == "federation_pubkeys":
+            if key in ("federation_pubkeys", "attestation_pubkeys", "attestation_pops"):
                 kwargs[key] = tuple(bytes.fromhex(v) for v in value)
             elif isinstance(getattr(Params(), key), bytes):
                 kwargs[key] = bytes.fromhex(str(value).removeprefix("0x"))

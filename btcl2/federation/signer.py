@@ -6,6 +6,7 @@ HTTP API on 127.0.0.1 (aiohttp), every request with `Authorization: Bearer <toke
   200 `{"pubkey", "txid", "signatures": [hex per input]}`, or 409 `{"error": RefusalClass, "message"}`
   when a rule refuses it (docs/PROTOCOL.md, "Federation"), 400 for a malformed request.
 * `GET /info` -> `{"pubkey", "signed"}`.
+* `POST /attest` (with an attestation key): a batch attestation signature, see btcl2/federation/attest.py.
 
 Requests are handled one at a time: the check, the LevelDB record and the signature happen under one
 lock, and the record is written (synced) before the signatures leave, so a crash after signing can never
@@ -18,6 +19,7 @@ import json
 import logging
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -28,6 +30,7 @@ from btcl2.bitcoin.sighash import SIGHASH_ALL
 from btcl2.bitcoin.tx import OutPoint, Tx
 from btcl2.bridge.evm import EvmClient
 from btcl2.errors import BtcL2Error, DecodeError, InvalidInput
+from btcl2.federation.attest import AttestationRefused, BatchAttester, load_attestation_secret
 from btcl2.federation.checks import SignerPolicy, check_fee, check_history, check_inputs, check_withdrawals
 from btcl2.federation.config import SignerConfig
 from btcl2.federation.errors import PayoutRefused, UnknownWithdrawal
@@ -38,6 +41,8 @@ from btcl2.federation.views import BitcoinView, EvmView, L2Snapshot, L2View, Utx
 log = logging.getLogger("btcl2.signer")
 MAX_BODY = 1 << 20
 """Largest request body accepted."""
+ATTEST_FIELDS = ("batchHash", "postStateRoot", "exitsRoot")
+"""The hashes a /attest request names (0x-hex)."""
 
 
 class NodeViews:
@@ -88,6 +93,8 @@ class Signer:
         self._store = store
         self._lock = threading.Lock()
         self.pubkey = key.pubkey()
+        self.l2_view: L2View | None = None
+        """The replay behind `views` (set by build_signer), shared with the batch attester."""
         self.policy = SignerPolicy(config.max_fee_rate, config.max_fee_sats, config.min_input_confirmations)
         if self.pubkey not in self._params.federation_pubkeys:
             raise InvalidInput(f"key {self.pubkey.hex()} is not a federation key")
@@ -120,9 +127,10 @@ def _error(status: int, name: str, message: str) -> web.Response:
 class SignerService:
     """The aiohttp front of one Signer."""
 
-    def __init__(self, signer: Signer, config: SignerConfig) -> None:
+    def __init__(self, signer: Signer, config: SignerConfig, attester: BatchAttester | None = None) -> None:
         self._signer = signer
         self._config = config
+        self._attester = attester
         self._token = config.token.encode()
         self._runner: web.AppRunner | None = None
 
@@ -145,7 +153,35 @@ class SignerService:
         app = web.Application(middlewares=[self._auth], client_max_size=MAX_BODY)
         app.router.add_post("/sign", self._sign)
         app.router.add_get("/info", self._info)
+        app.router.add_post("/attest", self._attest)
+        # --- metrics: GET /metrics (same bearer token) and signing rounds by outcome (btcl2/service_metrics.py)
+        from btcl2.service_metrics import signer_app_metrics
+
+        signer_app_metrics(app, self._signer)
+        # --- end metrics
         return app
+
+    async def _attest(self, request: web.Request) -> web.Response:
+        """Batch attestations (docs/PROTOCOL.md, "Attestations"); 404 without an attestation key."""
+        if self._attester is None:
+            return _error(404, "NoAttestationKey", "this signer has no attestation key configured")
+        try:
+            body = json.loads(await request.read())
+            number = int(body["batch"])
+            hashes = [bytes.fromhex(str(body[k]).removeprefix("0x")) for k in ATTEST_FIELDS]
+        except (ValueError, KeyError, TypeError) as exc:
+            return _error(400, "BadRequest", f"expected {{batch, {', '.join(ATTEST_FIELDS)}}}: {exc}")
+        try:
+            sig = await asyncio.to_thread(self._attester.attest, number, *hashes)
+        except AttestationRefused as exc:
+            log.warning("refused to attest batch %d: %s: %s", number, type(exc).__name__, exc)
+            return _error(409, type(exc).__name__, str(exc))
+        except BtcL2Error as exc:
+            log.error("attesting batch %d: %s: %s", number, type(exc).__name__, exc)
+            return _error(503, type(exc).__name__, str(exc))
+        log.info("attested batch %d", number)
+        a = self._attester
+        return web.json_response({"index": a.index, "pubkey": a.pubkey.hex(), "signature": sig.hex()})
 
     async def _info(self, request: web.Request) -> web.Response:
         count = await asyncio.to_thread(self._signer.signed_count)
@@ -202,12 +238,25 @@ class SignerService:
             await self.stop()
 
 
+def build_attester(config: SignerConfig, signer: Signer) -> BatchAttester | None:
+    """The signer's batch attester when its config names an attestation key (same replay as its payouts)."""
+    if config.attestation_key_file is None:
+        return None
+    secret = load_attestation_secret(Path(config.attestation_key_file))
+    if signer.l2_view is None:
+        raise InvalidInput("the signer has no replay view to attest from")
+    return BatchAttester(secret, config.params, signer.l2_view)
+
+
 def build_signer(key: PrivateKey, config: SignerConfig) -> tuple[Signer, SignerStore, SyncBitcoinRPC]:
     """A Signer wired to the nodes of `config` (the caller closes the store and the RPC client)."""
     rpc = SyncBitcoinRPC(config.bitcoin_rpc, cookie_file=config.bitcoin_cookie)
     evm = None
     if config.evm_rpc is not None and config.bridge is not None:
         evm = EvmView(EvmClient(config.evm_rpc), config.bridge, config.evm_confirmations)
-    views = NodeViews(BitcoinView(rpc, config.params), L2View(rpc, config.params, config.from_height), evm)
+    l2 = L2View(rpc, config.params, config.from_height)
+    views = NodeViews(BitcoinView(rpc, config.params), l2, evm)
     store = SignerStore(config.datadir)
-    return Signer(key, config, views, store), store, rpc
+    signer = Signer(key, config, views, store)
+    signer.l2_view = l2
+    return signer, store, rpc

@@ -115,6 +115,8 @@ class L2Snapshot:
     """Withdrawals paid by a federation payout mined in the scanned chain -> its txid (display order)."""
     divergence: str | None = None
     """Why replay stopped matching, when it did (no withdrawal past that point is believed)."""
+    roots: dict[int, tuple[bytes, bytes, bytes]] = field(default_factory=dict)
+    """Applied batch -> (batch hash, post-state root, exits root), what this member attests."""
 
 
 class _Replay(Derivation):
@@ -170,7 +172,7 @@ class L2View:
 
     def _judge(self, replay: _Replay, outcome: Outcome, tip_hash: str) -> L2Snapshot:
         tip = outcome.progress.tip
-        snap = L2Snapshot(tip_hash, tip, paid=dict(replay.paid))
+        snap = L2Snapshot(tip_hash, tip, paid=dict(replay.paid), roots=replay.derived_roots())
         state = outcome.state
         for number, anchor_height, refs in replay.batches:
             confirmations = tip - anchor_height + 1

@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -15,6 +16,8 @@ from btcl2.bitcoin.address import network_by_name
 from btcl2.bitcoin.rpc import BitcoinRPC, RPCError
 from btcl2.core.params import Params
 from btcl2.errors import BtcL2Error
+from btcl2.logs import log_format_option, setup_logging
+from btcl2.poster.attest import AttestationPoster, load_signers
 from btcl2.poster.fees import FeePolicy
 from btcl2.poster.journal import Journal
 from btcl2.poster.service import Poster, PosterSettings
@@ -24,6 +27,8 @@ from btcl2.wallet.keyfile import load_keyfile
 
 log = logging.getLogger(__name__)
 
+ATTESTATION_JOURNAL = "attestations.json"
+"""The attestation poster's journal, next to the poster's journal directory."""
 JOURNAL_DIR = "poster"
 """The journal's LevelDB directory under the datadir (the sequencer's datadir with --post)."""
 
@@ -35,10 +40,20 @@ def make_poster(
     key_path: Path,
     params: Params,
     settings: PosterSettings,
+    attest_signers: Path | None = None,
 ) -> Poster:
-    """A Poster over the journal in `db`, signing with the key file at `key_path`."""
+    """A Poster over the journal in `db`, signing with the key file at `key_path`.
+
+    With `attest_signers` (or the environment variable BTCL2_ATTEST_SIGNERS) naming a TOML file of
+    `[[signers]]` (url, token), it also posts the federation's batch attestations, journaled in
+    `<journal dir>/../attestations.json`."""
     keyfile = load_keyfile(key_path, network_by_name(params.network))
-    return Poster(rpc, Journal(db), batches, keyfile, params, settings)
+    poster = Poster(rpc, Journal(db), batches, keyfile, params, settings)
+    signers_file = attest_signers or os.environ.get("BTCL2_ATTEST_SIGNERS")
+    if signers_file:
+        journal = Path(db.path).parent / ATTESTATION_JOURNAL
+        poster.attester = AttestationPoster(journal, load_signers(Path(signers_file)), batches, params)
+    return poster
 
 
 async def _serve(
@@ -106,6 +121,7 @@ def poster() -> None:
 )
 @click.option("--poll-interval", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True)
 @click.option("--debug", is_flag=True, help="Log at debug level.")
+@log_format_option
 def run(
     datadir: Path,
     bitcoin_rpc: str,
@@ -118,13 +134,10 @@ def run(
     bump_after: int,
     poll_interval: float,
     debug: bool,
+    log_format: str,
 ) -> None:
     """Anchor every batch the sequencer seals: journaled, fee-bumped, re-posted after a reorg."""
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    setup_logging(logging.DEBUG if debug else logging.INFO, log_format)
     try:
         settings = PosterSettings(FeePolicy(fee_floor, fee_ceiling, conf_target, bump_after), poll_interval)
         asyncio.run(_serve(datadir, bitcoin_rpc, bitcoin_cookie, sequencer_rpc, key_path, settings))

@@ -26,6 +26,7 @@ from btcl2.core.anchor import build_anchor_transactions, encode_anchor_outputs
 from btcl2.core.params import Params
 from btcl2.errors import Critical, InvalidInput, Temporary
 from btcl2.failpoints import failpoint
+from btcl2.poster.attest import AttestationPoster
 from btcl2.poster.fees import FeePolicy, bump_fee_rate, clamp_fee_rate, pays_for_replacement
 from btcl2.poster.journal import (
     LIVE_STATES,
@@ -99,6 +100,8 @@ class Poster:
         self._active_from = 0
         self._scan_cache: dict[bytes, frozenset[str]] = {}
         self._stopping = asyncio.Event()
+        self.attester: AttestationPoster | None = None
+        """Posts the federation's batch attestations after the anchors (btcl2/poster/attest.py), if set."""
 
     # --- status ----------------------------------------------------------------------------------------
 
@@ -140,6 +143,16 @@ class Poster:
         self._advance_settled()
         await self._bump_stuck()
         await self._post_sealed()
+        # --- attestations: after the anchors, in the same round, so the two never pick the same coin.
+        if self.attester is not None:
+            rate = await self._fee_rate()
+            await self.attester.tick(
+                self.rpc, self.keyfile, self._is_anchored, self._reserved(), self.tip, rate
+            )
+
+    def _is_anchored(self, number: int) -> bool:
+        """Whether every chunk of batch `number` has at least one confirmation."""
+        return number < self.journal.next_batch and self.batch_status(number) in ("anchored", "final")
 
     def _advance_settled(self) -> None:
         settle = max(self.settings.settle_confs, self.params.f_anchor_confs)

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from btcl2.errors import BtcL2Error
+from btcl2.logs import log_format_option, metrics_port_option, setup_logging
 
 
 @click.group()
@@ -23,8 +24,17 @@ def regtest() -> None:
 @click.option("--rpcuser", default=None, help="RPC user (without it a cookie file is written).")
 @click.option("--rpcpassword", default=None, help="RPC password.")
 @click.option("--debug", is_flag=True, help="Log every kernel and RPC event.")
+@log_format_option
+@metrics_port_option
 def regtest_up(
-    datadir: Path, rpcport: int, rpcbind: str, rpcuser: str | None, rpcpassword: str | None, debug: bool
+    datadir: Path,
+    rpcport: int,
+    rpcbind: str,
+    rpcuser: str | None,
+    rpcpassword: str | None,
+    debug: bool,
+    log_format: str,
+    metrics_port: int | None,
 ) -> None:
     """Run a regtest node in the foreground, serving Bitcoin Core's JSON-RPC, until SIGINT/SIGTERM or `stop`.
 
@@ -34,10 +44,15 @@ def regtest_up(
 
     if (rpcuser is None) != (rpcpassword is None):
         raise click.UsageError("--rpcuser and --rpcpassword go together")
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(logging.DEBUG if debug else logging.INFO, log_format)
+    # --- metrics (--metrics-port): height and mempool size, read through the node's own RPC
+    if metrics_port is not None:
+        from btcl2.service_metrics import node_gauges, start_standalone
+
+        cookie = None if rpcuser else str(datadir.absolute() / "regtest" / ".cookie")
+        url = f"http://{rpcbind}:{rpcport}/"
+        start_standalone("regtest", metrics_port, node_gauges(url, cookie, rpcuser, rpcpassword))
+    # --- end metrics
     if not debug:
         logging.getLogger("bitcoinkernel").setLevel(logging.WARNING)
     config = NodeConfig(datadir.absolute(), rpcport, rpcbind, rpcuser, rpcpassword)

@@ -19,7 +19,7 @@ from btcl2.bitcoin import address as btc_address
 from btcl2.bitcoin.tx import OutPoint
 from btcl2.core.hashing import keccak256
 from btcl2.core.state import Account
-from btcl2.core.types import Address20, Batch, Transfer
+from btcl2.core.types import Address20, Batch, ExitToEvm, Transfer, Withdrawal
 from btcl2.errors import BtcL2Error, InvalidInput
 from btcl2.sequencer.service import NotFound, Sequencer, TxView
 
@@ -145,13 +145,14 @@ def tx_json(view: TxView) -> dict[str, Any]:
         "batch": view.batch,
         "index": view.index,
         "reason": view.reason,
-        "type": "transfer" if is_transfer else "withdrawal",
+        "type": "transfer" if is_transfer else "exit" if isinstance(tx, ExitToEvm) else "withdrawal",
         "from": _addr(view.sender),
         "to": _addr(tx.to) if isinstance(tx, Transfer) else None,
         "amount": tx.amount,
         "fee": tx.fee,
         "nonce": tx.nonce,
-        "script": None if isinstance(tx, Transfer) else tx.script.hex(),
+        "script": tx.script.hex() if isinstance(tx, Withdrawal) else None,
+        "evmAddress": _addr(tx.evm_address) if isinstance(tx, ExitToEvm) else None,
     }
 
 
@@ -197,6 +198,8 @@ class SequencerAPI:
             "l2_getDeposit": (("txid", "vout"), 2, self.get_deposit),
             "l2_status": ((), 0, self.status),
         }
+        self.routes: list[Callable[[web.Application], None]] = []
+        """Extra routes (GET /metrics, /explorer/), each added to the app by app()."""
 
     # --- methods ---------------------------------------------------------------------------------------
 
@@ -364,6 +367,8 @@ class SequencerAPI:
         """The aiohttp application (body limit 1 MiB)."""
         app = web.Application(client_max_size=MAX_BODY)
         app.router.add_route("*", "/", self.handle)
+        for add in self.routes:
+            add(app)
         return app
 
 

@@ -14,6 +14,8 @@ from btcl2.bitcoin.rpc import BitcoinRPC
 from btcl2.bitcoin.tx import Tx
 from btcl2.core.deposits import parse_deposit
 from btcl2.errors import BtcL2Error, Temporary
+from btcl2.explorer.routes import install as install_explorer
+from btcl2.logs import log_format_option, setup_logging
 from btcl2.poster.api import install as install_poster_api
 from btcl2.poster.cli import JOURNAL_DIR, make_poster
 from btcl2.poster.service import PosterSettings
@@ -116,6 +118,9 @@ async def serve(config: SequencerConfig, poster_key: Path | None = None) -> None
                 services.append(poster)
             install_poster_api(api.api, seq, poster)
             # --- end poster
+            # --- observability: /metrics, /explorer/, l2_listBatches, l2_federation (btcl2/explorer/)
+            install_explorer(api.api, seq, poster, rpc)
+            # --- end observability
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, lambda: [s.stop() for s in services])
@@ -180,6 +185,7 @@ def sequencer() -> None:
     help="The poster's key file (required with --post).",
 )
 @click.option("--debug", is_flag=True, help="Log at debug level.")
+@log_format_option
 def run(
     datadir: Path | None,
     bitcoin_rpc: str | None,
@@ -191,13 +197,11 @@ def run(
     post: bool,
     poster_key: Path | None,
     debug: bool,
+    log_format: str,
 ) -> None:
-    """Run the sequencer: follow Bitcoin deposits, accept L2 transactions, seal batches, serve JSON-RPC."""
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    """Run the sequencer: follow Bitcoin deposits, accept L2 transactions, seal batches, serve JSON-RPC,
+    Prometheus metrics at /metrics and the explorer at /explorer/."""
+    setup_logging(logging.DEBUG if debug else logging.INFO, log_format)
     flags = {
         "datadir": datadir,
         "bitcoin_rpc": bitcoin_rpc,

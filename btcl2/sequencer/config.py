@@ -82,13 +82,13 @@ def _params_from(table: Any) -> Params:
         f = _PARAM_FIELDS.get(key)
         if f is None:
             raise ConfigError(f"unknown key params.{key}")
-        if key == "federation_pubkeys":
+        if key in ("federation_pubkeys", "attestation_pubkeys", "attestation_pops"):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise ConfigError("params.federation_pubkeys must be a list of hex strings")
+                raise ConfigError(f"params.{key} must be a list of hex strings")
             try:
                 kwargs[key] = tuple(bytes.fromhex(v) for v in value)
             except ValueError as exc:
-                raise ConfigError("params.federation_pubkeys must be hex") from exc
+                raise ConfigError(f"params.{key} must be hex") from exc
         elif key == "fee_account":
             try:
                 kwargs[key] = bytes.fromhex(_check_type(f"params.{key}", value, str).removeprefix("0x"))

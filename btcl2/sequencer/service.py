@@ -28,7 +28,7 @@ from btcl2.core.params import Params
 from btcl2.core.smt import Proof
 from btcl2.core.state import Account, State
 from btcl2.core.transition import build_batch, check_withdrawal_script
-from btcl2.core.types import Address20, Batch, Hash32, SignedTx, Transfer, Withdrawal
+from btcl2.core.types import Address20, Batch, ExitToEvm, Hash32, SignedTx, Transfer, Withdrawal
 from btcl2.errors import Critical, InvalidInput
 from btcl2.sequencer.mempool import Mempool, MempoolEntry
 from btcl2.sequencer.store import DepositRecord, DepositStatus, SequencerStore, TxRecord, TxStatus
@@ -137,6 +137,9 @@ class Sequencer:
             check_withdrawal_script(tx.script)
             if tx.amount < self.params.min_withdrawal_sats:
                 raise DustAmount(f"withdrawal of {tx.amount} below minimum {self.params.min_withdrawal_sats}")
+        elif isinstance(tx, ExitToEvm):
+            if tx.amount < self.params.min_withdrawal_sats:
+                raise DustAmount(f"exit of {tx.amount} below minimum {self.params.min_withdrawal_sats}")
         elif tx.amount == 0:
             raise ZeroAmount("transfer amount must be positive")
         if tx.amount + tx.fee > MAX_MONEY:

@@ -138,7 +138,12 @@ class RelayerProcess:
             self.proc.wait(10)
 
     def log(self) -> str:
+        """The tail of every run's log, for failure messages."""
         return "\n".join(p.read_text()[-4000:] for p in sorted(self.datadir.glob("relayer.*.log")))
+
+    def logged(self, text: str) -> bool:
+        """Whether any run of this relayer has logged `text` (whole logs, not the tail)."""
+        return any(text in p.read_text() for p in self.datadir.glob("relayer.*.log"))
 
     def journal(self) -> dict[str, Any]:
         res = cli("relayer", "journal", "--datadir", str(self.datadir), "--json")
@@ -352,7 +357,7 @@ def test_racing_relayers_and_a_manual_mint_mint_once(
     for r in relayers:
         wait_until(
             lambda r=r: (
-                f"minted {outpoint}" in r.log() or f"deposit {outpoint} was minted by another" in r.log()
+                r.logged(f"minted {outpoint}") or r.logged(f"deposit {outpoint} was minted by another")
             ),
             TIMEOUT,
             "each relayer to record the mint",
@@ -376,7 +381,7 @@ def test_racing_relayers_and_a_manual_mint_mint_once(
     r.start()
     outpoint = f"{tx2.txid_hex}:{fed_vout(tx2)}"
     wait_until(
-        lambda: f"deposit {outpoint} was minted by another" in r.log(), TIMEOUT, "AlreadyMinted recorded"
+        lambda: r.logged(f"deposit {outpoint} was minted by another"), TIMEOUT, "AlreadyMinted recorded"
     )
     r.stop()
     entry = deposit_entry(r.journal(), tx2)
@@ -397,7 +402,7 @@ def test_stuck_transaction_is_replaced(
         tx = send_deposit(node, pool, 700_000, bytes.fromhex(who[2:]))
         mine(node, K, MINER.p2wpkh_address)
         # The headers transaction waits in anvil's pool until the relayer replaces it.
-        wait_until(lambda: "relayer: replaced nonce" in r.log(), TIMEOUT, "a replacement")
+        wait_until(lambda: r.logged("relayer: replaced nonce"), TIMEOUT, "a replacement")
         evm.rpc("evm_mine")
     finally:
         evm.rpc("evm_setAutomine", True)

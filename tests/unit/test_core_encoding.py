@@ -120,7 +120,7 @@ def test_known_sizes() -> None:
 
 def test_unknown_tx_type() -> None:
     data = bytearray(sample_objects()["signed_transfer"].encode())
-    data[0] = 0x03
+    data[0] = 0x04
     with pytest.raises(UnknownTxType):
         SignedTx.decode(bytes(data))
 

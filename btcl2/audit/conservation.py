@@ -1,26 +1,30 @@
 """Conservation audit: every satoshi the federation holds on Bitcoin is owed to someone, read from the
-chains themselves (DESIGN.md, invariant 1).
+chains themselves (DESIGN.md, invariant 1), and the exactly-once facts the same reads reveal (invariant 2).
 
     federation BTC = L2 balances + WBTC total supply + withdrawals requested and not yet paid
+                     + L2 exits to the EVM not yet minted
                      - Bitcoin fees of payouts (the federation pays them from its change)
                      + deposits not credited on either chain (in flight, or rejected and unclaimed)
 
 Each term has its own source: the federation's coins from the node's UTXO set (scantxoutset); L2
-balances and L2 withdrawals from a replay of Bitcoin (never the sequencer); WBTC supply, mints and burns
-from the Bridge and token contracts at one EVM block; payouts and their fees from the payout transactions
-found on Bitcoin. The function lives here until a `btcl2 audit` command takes it over.
+balances, withdrawals and exits from a replay of Bitcoin (never the sequencer); WBTC supply, mints,
+burns, exit mints and payout confirmations from the Bridge and token contracts at one EVM block; payouts
+and their fees from the payout transactions found on Bitcoin.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from btcl2.audit.exactly_once import Discrepancy, Findings, judge
 from btcl2.bitcoin.address import network_by_name, script_to_address
 from btcl2.bitcoin.rpc import SyncBitcoinRPC
 from btcl2.bitcoin.tx import COIN, OutPoint, Tx
 from btcl2.bridge.evm import Contract, EvmClient
 from btcl2.core.deposits import Deposit, DepositKind, RejectedDeposit, parse_deposit
 from btcl2.core.params import Params
+from btcl2.core.state import State
+from btcl2.derive.frames import AnchoredBatch
 from btcl2.derive.l1 import L1Block, RpcBlockSource
 from btcl2.derive.pipeline import Derivation
 from btcl2.errors import Temporary
@@ -32,7 +36,7 @@ MAX_ATTEMPTS = 3
 
 @dataclass(frozen=True, slots=True)
 class AuditReport:
-    """Every term of the conservation equation, in satoshis, and what it was read at."""
+    """Every term of the conservation equation, in satoshis, what it was read at, and what broke."""
 
     federation_btc: int
     """Confirmed coins at the federation's P2WSH address (UTXO set)."""
@@ -60,6 +64,14 @@ class AuditReport:
     """The Bitcoin tip the audit read."""
     evm_block: int
     """The EVM block the audit read."""
+    pending_exits: int = 0
+    """L2 exits to the EVM (burnt on the L2) not yet minted by the Bridge."""
+    exactly_once: tuple[Discrepancy, ...] = field(default_factory=tuple)
+    """Every exactly-once violation found (empty when it holds)."""
+    replay_error: str = ""
+    """The replay's first divergence, when there is one."""
+    deposits_credited: int = 0
+    """Deposits credited on the L2 plus minted on the EVM (count)."""
 
     @property
     def owed(self) -> int:
@@ -69,14 +81,32 @@ class AuditReport:
             + self.wbtc_supply
             + self.pending_l2
             + self.pending_evm
+            + self.pending_exits
             - self.payout_fees
             + self.uncredited
         )
 
     @property
+    def discrepancies(self) -> list[Discrepancy]:
+        """Everything that broke: the replay, the equation, exactly-once."""
+        out: list[Discrepancy] = []
+        if not self.replay_ok:
+            out.append(Discrepancy("replay", "L2", self.replay_error or "replay diverged"))
+        if self.federation_btc != self.owed:
+            diff = self.federation_btc - self.owed
+            out.append(
+                Discrepancy(
+                    "conservation",
+                    "federation BTC",
+                    f"holds {self.federation_btc} sats, owes {self.owed} sats ({diff:+d})",
+                )
+            )
+        return out + list(self.exactly_once)
+
+    @property
     def holds(self) -> bool:
-        """Whether conservation holds (and the replay matched)."""
-        return self.replay_ok and self.federation_btc == self.owed
+        """Whether conservation and exactly-once hold (and the replay matched)."""
+        return not self.discrepancies
 
     def rows(self) -> list[tuple[str, int]]:
         """(label, signed satoshis) for printing, left side first."""
@@ -86,24 +116,30 @@ class AuditReport:
             ("WBTC total supply", self.wbtc_supply),
             ("L2 withdrawals not yet paid", self.pending_l2),
             ("EVM burns not yet paid", self.pending_evm),
+            ("L2 exits not yet minted", self.pending_exits),
             ("fees accounted (payout fees)", -self.payout_fees),
             ("deposits not yet credited", self.uncredited),
         ]
 
 
 class _Scan(Derivation):
-    """The replay, also collecting deposits, federation outputs and payouts of every block it reads."""
+    """The replay, also collecting deposits, federation outputs, payouts and L2 credits of every block."""
 
     def __init__(self, source: RpcBlockSource, params: Params, from_height: int) -> None:
         self.deposits: list[Deposit | RejectedDeposit] = []
         self.fed_outputs: dict[OutPoint, int] = {}
         self.payouts: list[tuple[Tx, tuple[WithdrawalRef, ...]]] = []
+        self.l2_credits: list[OutPoint] = []
         self._audit_params = params
         super().__init__(source, params, from_height)
 
     def _reset(self) -> None:
         super()._reset()
-        self.deposits, self.fed_outputs, self.payouts = [], {}, []
+        self.deposits, self.fed_outputs, self.payouts, self.l2_credits = [], {}, [], []
+
+    def _commit(self, anchored: AnchoredBatch, new_state: State) -> None:
+        super()._commit(anchored, new_state)
+        self.l2_credits.extend(d.outpoint for d in anchored.batch.header.deposits)
 
     def _block(self, l1: L1Block) -> None:
         super()._block(l1)
@@ -138,6 +174,37 @@ def _federation_btc(rpc: SyncBitcoinRPC, params: Params) -> int:
     return _sats(result["total_amount"])
 
 
+@dataclass(frozen=True, slots=True)
+class _EvmView:
+    """The Bridge's events up to one EVM block."""
+
+    block: int
+    minted: list[OutPoint]
+    burns: list[tuple[WithdrawalRef, int]]
+    exit_minted: int
+    confirmed: list[tuple[int, str]]
+
+
+def _evm_view(evm: EvmClient, bridge: Contract) -> _EvmView:
+    block = evm.block_number()
+    events = evm.get_events(bridge, None, 0, block)
+    return _EvmView(
+        block,
+        [OutPoint(bytes(e.args["btcTxid"]), int(e.args["vout"])) for e in events if e.name == "Minted"],
+        [
+            (WithdrawalRef.evm(int(e.args["id"])), int(e.args["amount"]))
+            for e in events
+            if e.name == "WithdrawalRequested"
+        ],
+        sum(int(e.args["amount"]) for e in events if e.name == "ExitMinted"),
+        [
+            (int(e.args["id"]), bytes(e.args["btcTxid"])[::-1].hex())
+            for e in events
+            if e.name == "PayoutConfirmed"
+        ],
+    )
+
+
 def _once(
     rpc: SyncBitcoinRPC, evm: EvmClient, bridge: Contract, wbtc: Contract, params: Params, from_height: int
 ) -> AuditReport:
@@ -151,15 +218,8 @@ def _once(
         fees += sum(_input_value(rpc, scan.fed_outputs, i.prevout) for i in tx.vin) - sum(
             o.value for o in tx.vout
         )
-    block = evm.block_number()
-    minted = {
-        OutPoint(bytes(e.args["btcTxid"]), int(e.args["vout"]))
-        for e in evm.get_events(bridge, "Minted", 0, block)
-    }
-    burns = [
-        (WithdrawalRef.evm(int(e.args["id"])), int(e.args["amount"]))
-        for e in evm.get_events(bridge, "WithdrawalRequested", 0, block)
-    ]
+    ev = _evm_view(evm, bridge)
+    minted = set(ev.minted)
     uncredited = sum(
         d.amount
         for d in scan.deposits
@@ -167,28 +227,41 @@ def _once(
         or (d.kind == DepositKind.L2 and d.outpoint not in state.credited_deposits)
         or (d.kind == DepositKind.EVM and d.outpoint not in minted)
     )
-    pending_l2 = sum(
-        r.amount
-        for wid, r in state.withdrawals.items()
-        if WithdrawalRef(WithdrawalKind.L2, bytes(wid)) not in paid
+    l2_refs = {WithdrawalRef(WithdrawalKind.L2, bytes(wid)): r.amount for wid, r in state.withdrawals.items()}
+    findings = Findings(
+        l2_credits=tuple(scan.l2_credits),
+        minted=tuple(ev.minted),
+        payouts=tuple((tx.txid_hex, refs) for tx, refs in scan.payouts),
+        confirmed=tuple(ev.confirmed),
+        requested=frozenset(l2_refs) | frozenset(ref for ref, _ in ev.burns),
     )
+    discrepancies = judge(findings)
+    if outcome.divergence is not None:  # withdrawals past the divergence are unknown, not unrequested
+        discrepancies = [d for d in discrepancies if d.kind != "paid-unknown"]
     federation = _federation_btc(rpc, params)
     if int(rpc.call("getblockcount")) != height:
         raise Temporary("the Bitcoin tip moved during the audit")
+    divergence = outcome.divergence
     return AuditReport(
         federation_btc=federation,
         l2_balances=state.total_balances(),
-        wbtc_supply=int(evm.call(wbtc, "totalSupply", block=block)),
-        pending_l2=pending_l2,
-        pending_evm=sum(amount for ref, amount in burns if ref not in paid),
+        wbtc_supply=int(evm.call(wbtc, "totalSupply", block=ev.block)),
+        pending_l2=sum(amount for ref, amount in l2_refs.items() if ref not in paid),
+        pending_evm=sum(amount for ref, amount in ev.burns if ref not in paid),
+        pending_exits=max(0, int(getattr(state, "exited", 0)) - ev.exit_minted),
         payout_fees=fees,
         uncredited=uncredited,
         paid=len(paid),
         l2_root=state.root.hex(),
         l2_batches=len(outcome.applied),
-        replay_ok=outcome.divergence is None,
+        replay_ok=divergence is None,
         bitcoin_height=height,
-        evm_block=block,
+        evm_block=ev.block,
+        exactly_once=tuple(discrepancies),
+        replay_error=""
+        if divergence is None
+        else f"batch {divergence.batch_number}: {divergence.finding.error}: {divergence.finding.message}",
+        deposits_credited=len(set(scan.l2_credits)) + len(minted),
     )
 
 
@@ -200,7 +273,8 @@ def audit(
     params: Params,
     from_height: int,
 ) -> AuditReport:
-    """Read every term of the conservation equation from Bitcoin (replayed from `from_height`) and the EVM.
+    """Read every term of the conservation equation from Bitcoin (replayed from `from_height`) and the EVM,
+    and judge exactly-once on the same reads.
 
     Bitcoin blocks mined while it reads make it start again (Temporary after MAX_ATTEMPTS).
     """

@@ -1,0 +1,113 @@
+"""The EVM side of attestations and exits: deploy the AttestationVerifier and wire it to the Bridge, submit a
+batch attestation, mint an exit from its proof.
+
+Points go to the EVM in EIP-2537's uncompressed encoding (a base field element is 64 bytes big-endian: 16
+zero bytes then 48), because decompressing a G2 point on-chain costs a square root in Fp2. The contract
+cannot and need not tie the uncompressed signature to the 96 bytes on Bitcoin: whatever point is submitted
+must pass the pairing check.
+"""
+
+import dataclasses
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+from eth_typing import BLSPubkey, BLSSignature
+from py_ecc.bls.g2_primitives import pubkey_to_G1, signature_to_G2
+from py_ecc.optimized_bls12_381.optimized_curve import normalize
+
+from btcl2.bridge.artifacts import Artifact, load_artifact
+from btcl2.bridge.evm import Contract, EvmClient, Receipt
+from btcl2.core.attestation import Attestation, check_registration
+from btcl2.core.exits import ExitProof
+from btcl2.core.params import Params
+
+
+def _fp(value: Any) -> bytes:
+    return int(value).to_bytes(64, "big")
+
+
+def g1_eip2537(pubkey: bytes) -> bytes:
+    """A compressed G1 public key (48 bytes) as EIP-2537's 128-byte x || y."""
+    x, y = normalize(pubkey_to_G1(BLSPubkey(pubkey)))
+    return _fp(x) + _fp(y)
+
+
+def g2_eip2537(signature: bytes) -> bytes:
+    """A compressed G2 signature (96 bytes) as EIP-2537's 256-byte x.c0 || x.c1 || y.c0 || y.c1."""
+    x, y = normalize(signature_to_G2(BLSSignature(signature)))
+    return b"".join(_fp(c) for c in (*x.coeffs, *y.coeffs))
+
+
+def g2_from_eip2537(data: bytes) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The affine coordinates ((x.c0, x.c1), (y.c0, y.c1)) of a 256-byte EIP-2537 G2 point."""
+    words = [int.from_bytes(data[i : i + 64], "big") for i in range(0, 256, 64)]
+    return (words[0], words[1]), (words[2], words[3])
+
+
+def bridge_with_verifier_errors(bridge: Contract, build_dir: Any = None) -> Contract:
+    """The Bridge with the verifier's custom errors added to its ABI, so that a revert bubbling up from
+    AttestationVerifier (TooFewSigners, BadAggregate, ...) is decoded by name."""
+    verifier = load_artifact("AttestationVerifier", build_dir)
+    errors = tuple(e for e in verifier.abi if e.get("type") == "error")
+    names = {e.get("name") for e in bridge.abi if e.get("type") == "error"}
+    extra = tuple(e for e in errors if e.get("name") not in names)
+    artifact: Artifact = dataclasses.replace(bridge.artifact, abi=bridge.artifact.abi + extra)
+    return Contract(bridge.address, artifact)
+
+
+def deploy_attestation_verifier(
+    client: EvmClient, owner: LocalAccount, bridge: Contract, params: Params, build_dir: Any = None
+) -> Contract:
+    """Check the registered keys' proofs of possession, deploy AttestationVerifier with the parameters'
+    keys, M and chain id, and set it on the Bridge (owner only, once)."""
+    check_registration(params.attestation_pubkeys, params.attestation_pops, params.attestation_m)
+    keys = [g1_eip2537(pk) for pk in params.attestation_pubkeys]
+    verifier = client.deploy(
+        load_artifact("AttestationVerifier", build_dir),
+        [params.l2_chain_id, keys, params.attestation_m],
+        owner,
+    )
+    client.transact(bridge, "setAttestationVerifier", verifier.address, sender=owner)
+    return verifier
+
+
+def attestation_args(att: Attestation) -> list[Any]:
+    """The arguments of Bridge.submitAttestation / AttestationVerifier.verify for a record."""
+    return [
+        att.batch_number,
+        att.batch_hash,
+        att.post_state_root,
+        att.exits_root,
+        att.signers,
+        g2_eip2537(att.signature),
+    ]
+
+
+def submit_attestation(
+    client: EvmClient, bridge: Contract, att: Attestation, sender: LocalAccount
+) -> Receipt:
+    """Bridge.submitAttestation; ContractRevert (named, nothing sent) if the Bridge refuses it."""
+    return client.transact(
+        bridge_with_verifier_errors(bridge), "submitAttestation", *attestation_args(att), sender=sender
+    )
+
+
+def is_attested(client: EvmClient, bridge: Contract, batch_number: int) -> bool:
+    """Whether the Bridge holds an attestation of the batch."""
+    found: Any = client.call(bridge, "attestedBatch", batch_number)
+    return bytes(found[0]) != b"\x00" * 32
+
+
+def mint_exit(
+    client: EvmClient, bridge: Contract, batch_number: int, proof: ExitProof, sender: LocalAccount
+) -> Receipt:
+    """Bridge.mintExit with the exit's record and branch; ContractRevert if refused (e.g. ExitAlreadyMinted)."""
+    return client.transact(
+        bridge,
+        "mintExit",
+        batch_number,
+        proof.record.encode(),
+        list(proof.siblings),
+        proof.sides,
+        sender=sender,
+    )
