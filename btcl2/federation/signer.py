@@ -15,7 +15,6 @@ make the signer forget it.
 
 import asyncio
 import hmac
-import json
 import logging
 import threading
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
+from btcl2 import jsonbody
 from btcl2.bitcoin.keys import PrivateKey
 from btcl2.bitcoin.rpc import RPCError, SyncBitcoinRPC
 from btcl2.bitcoin.sighash import SIGHASH_ALL
@@ -166,7 +166,7 @@ class SignerService:
         if self._attester is None:
             return _error(404, "NoAttestationKey", "this signer has no attestation key configured")
         try:
-            body = json.loads(await request.read())
+            body = jsonbody.loads(await request.read())
             number = int(body["batch"])
             hashes = [bytes.fromhex(str(body[k]).removeprefix("0x")) for k in ATTEST_FIELDS]
         except (ValueError, KeyError, TypeError) as exc:
@@ -189,7 +189,7 @@ class SignerService:
 
     async def _sign(self, request: web.Request) -> web.Response:
         try:
-            body = json.loads(await request.read())
+            body = jsonbody.loads(await request.read())
             tx = Tx.from_hex(str(body["tx"]))
             amounts = [int(a) for a in body["amounts"]]
         except (ValueError, KeyError, TypeError, DecodeError) as exc:

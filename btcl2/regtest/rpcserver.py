@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
+from btcl2 import jsonbody
 from btcl2.bitcoin.rpc import RPCError
 from btcl2.errors import BtcL2Error, InvalidInput
 from btcl2.regtest.node import Node
@@ -110,8 +111,8 @@ class RPCServer:
         except web.HTTPRequestEntityTooLarge:
             return web.Response(status=413, text="Request body too large")
         try:
-            payload = json.loads(body, parse_float=Decimal)
-        except (ValueError, UnicodeDecodeError):
+            payload = jsonbody.loads(body, decimals=True)
+        except jsonbody.BadJson:
             return self._reply(500, _reply_obj(None, _err(RPC_PARSE_ERROR, "Parse error"), None, False))
         if isinstance(payload, list):
             replies = [r for item in payload if (r := self.execute(item, batch=True)[1]) is not None]

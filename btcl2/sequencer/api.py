@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from btcl2 import jsonbody
 from btcl2.bitcoin import address as btc_address
 from btcl2.bitcoin.tx import OutPoint
 from btcl2.core.hashing import keccak256
@@ -348,8 +349,8 @@ class SequencerAPI:
         except web.HTTPRequestEntityTooLarge:
             return _http(413, _error(None, RPCFailure(INVALID_REQUEST, "request body above 1 MiB")))
         try:
-            payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError, RecursionError):
+            payload = jsonbody.loads(body)
+        except jsonbody.BadJson:
             return _http(200, _error(None, RPCFailure(PARSE_ERROR, "parse error")))
         cost = len(payload) if isinstance(payload, list) else 1
         if not self.buckets.take(request.remote or "?", max(cost, 1)):
