@@ -287,6 +287,9 @@ class Relayer:
                 return True
             node_height = int(self.node.call("getblockheader", _rpc_hash(tip))["height"])
             fork = self._fork_height(node_height)
+            if fork >= node_height:
+                # Someone else (another relayer: anyone may) submitted these headers meanwhile: look again.
+                continue
             last = min(fork + self.config.headers_per_tx, node_height)
             headers = self._headers(fork + 1, last)
             expected = bytes(self.evm.call(self.light_client, "hashAtHeight", fork))
