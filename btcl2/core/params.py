@@ -1,8 +1,11 @@
 """Rollup parameters shared by every role; one frozen value, built once and passed explicitly."""
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 from btcl2.core.federation import federation_script, federation_script_pubkey
+from btcl2.errors import InvalidInput
 
 DEVNET_CHAIN_ID = 7702
 """EIP-712 chain id of the devnet rollup (not an EVM chain id in use; production configs pick their own)."""
@@ -99,3 +102,47 @@ class Params:
     def federation_script_pubkey(self) -> bytes:
         """The P2WSH scriptPubKey deposits pay."""
         return federation_script_pubkey(self.federation_pubkeys, self.federation_m)
+
+
+class InvalidParams(InvalidInput):
+    """Raised when a `[params]` table of a configuration file names an unknown key or a value of the wrong type."""
+
+
+_HEX_LISTS = ("federation_pubkeys", "attestation_pubkeys", "attestation_pops")
+
+
+def _param_value(key: str, value: Any, default: Any) -> Any:
+    if key in _HEX_LISTS:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise InvalidParams(f"params.{key} must be a list of hex strings")
+        try:
+            return tuple(bytes.fromhex(v) for v in value)
+        except ValueError as exc:
+            raise InvalidParams(f"params.{key} must be hex") from exc
+    if isinstance(default, bytes):
+        if not isinstance(value, str):
+            raise InvalidParams(f"params.{key} must be a hex string")
+        try:
+            raw = bytes.fromhex(value.removeprefix("0x"))
+        except ValueError as exc:
+            raise InvalidParams(f"params.{key} must be hex") from exc
+        if len(raw) != len(default):
+            raise InvalidParams(f"params.{key} must be {len(default)} bytes")
+        return raw
+    if isinstance(default, bool) or isinstance(value, bool) or not isinstance(value, type(default)):
+        raise InvalidParams(f"params.{key} must be of type {type(default).__name__}")
+    return value
+
+
+def params_from_table(table: Any) -> Params:
+    """The Params of a configuration file's `[params]` table: devnet defaults, overridden key by key."""
+    if not isinstance(table, dict):
+        raise InvalidParams("[params] must be a table")
+    defaults = Params()
+    known = {f.name for f in dataclasses.fields(Params)}
+    kwargs: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in known:
+            raise InvalidParams(f"unknown key params.{key}")
+        kwargs[key] = _param_value(key, value, getattr(defaults, key))
+    return Params(**kwargs)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from btcl2.core.params import Params
+from btcl2.core.params import InvalidParams, Params, params_from_table
 from btcl2.errors import InvalidInput
 
 
@@ -130,23 +130,10 @@ def _coerce(name: str, value: Any, kind: Any) -> Any:
 
 
 def _params(table: Any) -> Params:
-    if not isinstance(table, dict):
-        raise ConfigError("[params] must be a table")
-    fields = {f.name: f for f in dataclasses.fields(Params)}
-    kwargs: dict[str, Any] = {}
-    for key, value in table.items():
-        if key not in fields:
-            raise ConfigError(f"unknown key params.{key}")
-        try:
-            if key in ("federation_pubkeys", "attestation_pubkeys", "attestation_pops"):
-                kwargs[key] = tuple(bytes.fromhex(v) for v in value)
-            elif isinstance(getattr(Params(), key), bytes):
-                kwargs[key] = bytes.fromhex(str(value).removeprefix("0x"))
-            else:
-                kwargs[key] = _coerce(f"params.{key}", value, fields[key].type)
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(f"params.{key}: {exc}") from exc
-    return Params(**kwargs)
+    try:
+        return params_from_table(table)
+    except InvalidParams as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def _signers(value: Any) -> tuple[SignerEndpoint, ...]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from btcl2.core.params import Params
+from btcl2.core.params import InvalidParams, Params, params_from_table
 from btcl2.errors import InvalidInput
 
 
@@ -54,7 +54,6 @@ class SequencerConfig:
 
 
 _TOP_KEYS = {f.name for f in dataclasses.fields(SequencerConfig)} - {"params"}
-_PARAM_FIELDS = {f.name: f for f in dataclasses.fields(Params)}
 
 
 def _check_type(name: str, value: Any, expected: Any) -> Any:
@@ -72,33 +71,6 @@ def _check_type(name: str, value: Any, expected: Any) -> Any:
             raise ConfigError(f"{name} must be a string")
         return value
     return value
-
-
-def _params_from(table: Any) -> Params:
-    if not isinstance(table, dict):
-        raise ConfigError("[params] must be a table")
-    kwargs: dict[str, Any] = {}
-    for key, value in table.items():
-        f = _PARAM_FIELDS.get(key)
-        if f is None:
-            raise ConfigError(f"unknown key params.{key}")
-        if key in ("federation_pubkeys", "attestation_pubkeys", "attestation_pops"):
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise ConfigError(f"params.{key} must be a list of hex strings")
-            try:
-                kwargs[key] = tuple(bytes.fromhex(v) for v in value)
-            except ValueError as exc:
-                raise ConfigError(f"params.{key} must be hex") from exc
-        elif key == "fee_account":
-            try:
-                kwargs[key] = bytes.fromhex(_check_type(f"params.{key}", value, str).removeprefix("0x"))
-            except ValueError as exc:
-                raise ConfigError("params.fee_account must be hex") from exc
-            if len(kwargs[key]) != 20:
-                raise ConfigError("params.fee_account must be 20 bytes")
-        else:
-            kwargs[key] = _check_type(f"params.{key}", value, f.type)
-    return Params(**kwargs)
 
 
 def _validate(config: SequencerConfig) -> SequencerConfig:
@@ -128,7 +100,7 @@ def load_config(file: Path | None, flags: dict[str, Any]) -> SequencerConfig:
             raise ConfigError(f"cannot read config file {file}: {exc}") from exc
         for key, value in data.items():
             if key == "params":
-                params = _params_from(value)
+                params = _params(value)
             elif key in _TOP_KEYS:
                 values[key] = value
             else:
@@ -157,3 +129,10 @@ def load_config(file: Path | None, flags: dict[str, Any]) -> SequencerConfig:
             raise ConfigError(f"{required} is required")
     del types
     return _validate(SequencerConfig(params=params, **values))
+
+
+def _params(table: Any) -> Params:
+    try:
+        return params_from_table(table)
+    except InvalidParams as exc:
+        raise ConfigError(str(exc)) from exc
