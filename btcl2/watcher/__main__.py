@@ -7,6 +7,7 @@ a restart some events may be printed again with the same sequence number: reader
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -53,6 +54,9 @@ async def _main(
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, watcher.stop)
+            logging.getLogger(__name__).info(
+                "watcher running (pid %d): SIGTERM stops it cleanly", os.getpid()
+            )
             await watcher.run()
     finally:
         db.close()

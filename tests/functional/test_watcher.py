@@ -323,6 +323,9 @@ def test_kill9_watcher_process(node: RegtestNode, pool: CoinPool, tmp_path: Path
         wait_until(at_tip, what="watcher at the new tip")
     finally:
         if proc.poll() is None:
+            # SIGTERM is handled once the process says it runs (before that, Python's default would kill it).
+            log = tmp_path / "watcher.log"
+            wait_until(lambda: f"watcher running (pid {proc.pid})" in log.read_text(), what="watcher ready")
             proc.send_signal(signal.SIGTERM)
             proc.wait(10)
     assert proc.returncode == 0
