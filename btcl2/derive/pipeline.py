@@ -14,6 +14,9 @@ Rules (docs/PROTOCOL.md, "Anchors"):
   against the deposits with K confirmations at the origin.
 * The run fails at the first batch number that has a rejected or incomplete anchor and no valid one,
   or that is missing while a later batch (or --to-batch) says it should exist.
+* A stale anchor — its batch's L1 origin height holds another block of the scanned chain, so a reorg took
+  the origin after the sequencer sealed it — is rejected but fails nothing: the sequencer seals that number
+  again on the new chain. Stale anchors are listed apart (`Outcome.stale`).
 
 Errors are classed by what the caller must do: ReorgDetected resets every stage and starts over;
 Temporary and Critical escape to the caller; InvalidInput never escapes (it becomes a rejection).
@@ -48,6 +51,10 @@ MAX_RESETS = 5
 
 class L1OriginMismatch(InvalidBatch):
     """Raised when a batch's L1 origin is not a block of the scanned best chain below its anchor."""
+
+
+class L1OriginReorged(L1OriginMismatch):
+    """Raised when the scanned chain holds another block at the batch's L1 origin height: a stale batch."""
 
 
 class DepositIndex:
@@ -135,6 +142,8 @@ class Outcome:
     """Rejected anchors of batches that later applied from another anchor."""
     conflicts: list[Rejection] = field(default_factory=list)
     """Anchors of an already applied batch number that carry something else."""
+    stale: list[Rejection] = field(default_factory=list)
+    """Anchors of batches whose L1 origin a reorg removed (sealed again by the sequencer): no failure."""
     repeats: int = 0
     """Anchors (or chunks) identical to ones already applied."""
     divergence: Rejection | None = None
@@ -265,6 +274,8 @@ class Derivation:
         if number < self._next:
             if self._applied_hash[number] == anchored.batch.hash:
                 self._out.repeats += 1
+            elif self._origin_reorged(anchored):
+                self._out.stale.append(Rejection(number, anchored.anchors, self._stale_finding(anchored)))
             else:
                 finding = Finding(
                     "ConflictingAnchor", f"batch {number} was already applied with another hash"
@@ -275,6 +286,24 @@ class Derivation:
         while self._candidates.get(self._next) and (self._to_batch is None or self._next <= self._to_batch):
             self._try_apply(self._candidates[self._next].pop(0))
 
+    def _origin_reorged(self, anchored: AnchoredBatch) -> bool:
+        """Whether the batch's L1 origin height, below its anchor, holds another block of the scanned chain."""
+        header = anchored.batch.header
+        origin = header.l1_origin_height
+        return (
+            self._from <= origin < anchored.height
+            and self._hashes[origin - self._from] != header.l1_origin_hash
+        )
+
+    def _stale_finding(self, anchored: AnchoredBatch) -> Finding:
+        header = anchored.batch.header
+        origin = header.l1_origin_height
+        message = (
+            f"L1 origin at height {origin}: best chain has {self._hashes[origin - self._from][::-1].hex()}, "
+            f"batch names {header.l1_origin_hash[::-1].hex()} (reorged out: a stale batch)"
+        )
+        return Finding(L1OriginReorged.__name__, message)
+
     def _check_origin(self, anchored: AnchoredBatch) -> None:
         header = anchored.batch.header
         origin = header.l1_origin_height
@@ -282,11 +311,8 @@ class Derivation:
             raise L1OriginMismatch(
                 f"L1 origin height {origin} is not in [{self._from}, {anchored.height}) (scanned range, anchor)"
             )
-        if self._hashes[origin - self._from] != header.l1_origin_hash:
-            raise L1OriginMismatch(
-                f"L1 origin at height {origin}: best chain has {self._hashes[origin - self._from][::-1].hex()}, "
-                f"batch names {header.l1_origin_hash[::-1].hex()}"
-            )
+        if self._origin_reorged(anchored):
+            raise L1OriginReorged(self._stale_finding(anchored).message)
         confirmations = anchored.height - origin
         if confirmations < self._params.k_deposit_confs:
             raise L1OriginTooRecent(
@@ -309,9 +335,11 @@ class Derivation:
             new_state = apply_batch(state, batch, self._params, eligible)
         except InvalidInput as exc:
             finding = diagnose(state, batch, self._params, exc)
-            self._rejections[batch.header.number].append(
-                Rejection(batch.header.number, anchored.anchors, finding)
-            )
+            rejection = Rejection(batch.header.number, anchored.anchors, finding)
+            if isinstance(exc, L1OriginReorged):
+                self._out.stale.append(rejection)
+            else:
+                self._rejections[batch.header.number].append(rejection)
             return
         finally:
             self._out.progress.execute_seconds += time.perf_counter() - started
@@ -369,6 +397,11 @@ class Derivation:
             out.rejected = list(self._rejections[nxt])
             out.divergence = out.rejected[0]
             return
+        for number, waiting in list(self._candidates.items()):  # later stale versions wait for no one
+            if number > nxt:
+                stale = [a for a in waiting if self._origin_reorged(a)]
+                out.stale += [Rejection(number, a.anchors, self._stale_finding(a)) for a in stale]
+                self._candidates[number] = [a for a in waiting if not self._origin_reorged(a)]
         later = sorted(
             n
             for n in (*self._rejections, *self._candidates)

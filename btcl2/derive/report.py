@@ -47,6 +47,7 @@ def report_json(out: Outcome, elapsed: float) -> dict[str, Any]:
         "applied": [{**asdict(b), "anchors": [asdict(a) for a in b.anchors]} for b in out.applied],
         "superseded": [_rejection(r) for r in out.superseded],
         "conflicts": [_rejection(r) for r in out.conflicts],
+        "stale": [_rejection(r) for r in out.stale],
         "unauthenticated": [_rejection(r) for r in out.unauthenticated],
         "rejected": [_rejection(r) for r in out.rejected],
         "divergence": None if out.divergence is None else _rejection(out.divergence),
@@ -107,6 +108,8 @@ def summary(doc: dict[str, Any]) -> str:
         lines.append(f"warning: superseded anchor: {_line(item)}")
     for item in doc["conflicts"]:
         lines.append(f"warning: conflicting anchor: {_line(item)}")
+    for item in doc.get("stale", []):
+        lines.append(f"stale anchor (its L1 origin was reorged out; sealed again): {_line(item)}")
     if doc["divergence"] is not None:
         lines.append(f"DIVERGENCE: {_line(doc['divergence'])}")
         for item in doc["rejected"][1:]:

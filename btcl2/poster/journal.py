@@ -11,6 +11,10 @@ replaces, so the versions of a chunk conflict pairwise and at most one of them c
     any live  -> ABANDONED                         its inputs went elsewhere; a new version is created
     REPLACED / ABANDONED -> CONFIRMED              an old version was mined after all (it then wins)
 
+When the sequencer seals a batch number again (a reorg took the old version's L1 origin), the entries of
+that number and every later one move aside as stale (`forget_from`, one write): replay rejects the old
+versions' anchors wherever they confirm, and the numbers are posted afresh.
+
 The pure part (`transition`, `live_entry`, `batch_anchor`) is separate from the LevelDB part (`Journal`).
 """
 
@@ -234,6 +238,26 @@ class Journal:
                 wb.put(schema.POSTER_META + META_NEXT, struct.pack(">Q", next_batch))
             if tip is not None:
                 wb.put(schema.POSTER_META + META_TIP, struct.pack(">Q", tip))
+
+    def forget_from(self, first: int) -> int:
+        """Move every entry of batch `first` and later aside as stale and make `first` the next batch to
+        post, in one atomic, synced write; returns how many entries moved."""
+        low = struct.pack(">Q", first)
+        moved = [(key, value) for key, value in self.db.iterate(schema.POSTER_TX) if key[:8] >= low]
+        with self.db.batch() as wb:
+            for key, value in moved:
+                txid = JournalEntry.decode(
+                    value
+                ).tx.txid  # a number sealed twice keeps both versions' entries
+                wb.put(schema.POSTER_STALE + key + txid, value)
+                wb.delete(schema.POSTER_TX + key)
+            wb.put(schema.POSTER_META + META_NEXT, struct.pack(">Q", first))
+        return len(moved)
+
+    def stale_entries(self) -> Iterator[JournalEntry]:
+        """Entries of batch versions the sequencer sealed again, ordered by batch, chunk, version."""
+        for _, value in self.db.iterate(schema.POSTER_STALE):
+            yield JournalEntry.decode(value)
 
     def batch_anchor(self, number: int, tip: int, final_confs: int) -> BatchAnchor:
         """The status of batch `number`."""

@@ -10,6 +10,10 @@ One round (`tick`) every `poll_interval` seconds:
    rate, spending the same inputs (Core's replacement rules are checked, then testmempoolaccept).
 3. post: the next sealed batches, in order; batch N only once every chunk of N-1 is broadcast.
 
+Before step 1, when the sequencer's head changed: a batch number the poster anchored that the sequencer
+now holds in another version (it rolled back batches whose L1 origin a reorg removed) makes every entry
+from that number on stale (`Journal.forget_from`), and the new versions are posted in step 3.
+
 Every signed transaction is journaled (one atomic write) before it is sent, so a crash at any point
 leaves the journal knowing every transaction that may be on the network; failpoints mark each step.
 """
@@ -24,6 +28,7 @@ from btcl2.bitcoin.rpc import BitcoinRPC, RPCError, to_sats
 from btcl2.bitcoin.tx import OutPoint, Tx, TxOut
 from btcl2.core.anchor import build_anchor_transactions, encode_anchor_outputs
 from btcl2.core.params import Params
+from btcl2.core.types import Batch
 from btcl2.errors import Critical, InvalidInput, Temporary
 from btcl2.failpoints import failpoint
 from btcl2.poster.attest import AttestationPoster
@@ -99,6 +104,8 @@ class Poster:
         self.tip = journal.tip
         self._active_from = 0
         self._scan_cache: dict[bytes, frozenset[str]] = {}
+        self._head_seen: tuple[int, bytes] | None = None
+        """The sequencer's head (number, hash) when the anchored batches were last compared with it."""
         self._stopping = asyncio.Event()
         self.attester: AttestationPoster | None = None
         """Posts the federation's batch attestations after the anchors (btcl2/poster/attest.py), if set."""
@@ -136,6 +143,7 @@ class Poster:
             self.journal.write([], tip=tip)
         self.tip = tip
         mempool = set(await self.rpc.call("getrawmempool"))
+        await self._forget_resealed()
         for number in range(self._active_from, self.journal.next_batch):
             chunks = by_chunk(self.journal.entries(number))
             for versions in chunks.values():
@@ -161,6 +169,46 @@ class Poster:
             if anchor.status != "final" or anchor.confirmations < settle:
                 return
             self._active_from += 1
+
+    # --- batches sealed again ---------------------------------------------------------------------------
+
+    async def _forget_resealed(self) -> None:
+        """Compare the anchored batches with the sequencer's when its head changed (module docstring)."""
+        head = await self.batches.head()
+        top = None if head is None else await self.batches.batch(head)
+        seen = None if head is None or top is None else (head, top.hash)
+        if seen == self._head_seen:
+            return
+        low = min(self._active_from, 0 if head is None else head + 1)
+        for number in range(low, self.journal.next_batch):
+            batch = None if head is None or number > head else await self.batches.batch(number)
+            if batch is not None and self._carries(number, batch):
+                continue
+            moved = self.journal.forget_from(number)
+            self._active_from = min(self._active_from, number)
+            log.warning(
+                "poster: the sequencer sealed batch %d again (a reorg took the L1 origin of the version "
+                "anchored): %d journal entries from batch %d on are stale; posting the new versions",
+                number,
+                moved,
+                number,
+            )
+            break
+        self._head_seen = seen
+
+    def _carries(self, number: int, batch: Batch) -> bool:
+        """Whether the journaled anchors of `number` carry exactly `batch` (every chunk, any version)."""
+        outputs = encode_anchor_outputs(batch)
+        chunks = by_chunk(self.journal.entries(number))
+        if len(chunks) != len(outputs):
+            return False
+        for chunk, versions in chunks.items():
+            if chunk >= len(outputs):
+                return False
+            want = list(outputs[chunk])
+            if any([o for o in v.tx.vout if o.script_pubkey != self.spk] != want for v in versions):
+                return False
+        return True
 
     # --- reconcile -------------------------------------------------------------------------------------
 

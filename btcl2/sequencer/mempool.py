@@ -10,7 +10,7 @@ nonce order because nonces arrive in sequence.
 Pending transactions live only in memory: they are not durable until a batch seals them.
 """
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from btcl2.core.errors import BadNonce, InsufficientBalance
@@ -118,6 +118,24 @@ class Mempool:
         self._by_sender.setdefault(sender, {})[tx.nonce] = entry
         self._by_hash[tx_hash] = entry
         return old
+
+    def restore(self, entries: Sequence[tuple[SignedTx, Hash32, Address20]]) -> None:
+        """Put transactions of batches that were rolled back in front of every pending one, in order.
+
+        They were valid in that order on the state they are rolled back to, except where they spent a deposit
+        credit that the next batch gives again, so no balance is checked here: sealing executes them (and
+        rejects what fails) and `prune` then restores the invariant. The size limit does not apply."""
+        if not entries:
+            return
+        first = min((e.seq for e in self._by_hash.values()), default=0) - len(entries)
+        for offset, (signed, tx_hash, sender) in enumerate(entries):
+            pending = self._by_sender.setdefault(sender, {})
+            old = pending.get(signed.tx.nonce)
+            if old is not None:  # a later replacement of the same nonce cannot exist; keep the sealed one
+                del self._by_hash[old.tx_hash]
+            entry = MempoolEntry(signed, tx_hash, sender, first + offset)
+            pending[signed.tx.nonce] = entry
+            self._by_hash[tx_hash] = entry
 
     def candidates(self, limit: int) -> list[MempoolEntry]:
         """Up to `limit` entries in arrival order (each sender's nonces in order)."""

@@ -9,6 +9,12 @@ against the watcher's chain before it is written.
 
 A deposit reorged out before it was credited is dropped. One reorged out after it was credited means a
 reorg deeper than K, outside the security model: the sequencer halts (Critical) naming it.
+
+A reorg of K blocks or more can take a batch's L1 origin off the best chain without touching a credited
+deposit (the origin is only the safe tip). Replay rejects such a batch as stale, so before sealing the
+sequencer rolls back every batch whose origin the watcher's chain no longer holds (`SequencerStore.roll_back`,
+one write), returns their transactions to the front of the mempool and seals them again on an origin of
+the new chain; the poster sees the batch numbers it anchored sealed again and anchors the new ones.
 """
 
 import asyncio
@@ -109,12 +115,15 @@ class Sequencer:
         self.batch_interval = batch_interval
         self.state: State = store.load()
         self.mempool = Mempool(mempool_max)
+        self.mempool.restore([(r.signed, r.signed.tx_hash, r.sender) for r in store.returned()])
         self.node_tip: int | None = None
         self._last_seq = store.last_event_seq
         self._dropped: OrderedDict[Hash32, TxView] = OrderedDict()
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._logged_seq = logged_seq
+        self.rollbacks = 0
+        """Roll-backs of batches whose L1 origin a reorg removed (since start)."""
         self.anchors: AnchorTracker | None = None
         """The poster, when it runs in this process (`--post`): sealed transactions then report
         anchored/final."""
@@ -248,6 +257,7 @@ class Sequencer:
         safe = self.view.safe_tip()
         if safe is None:
             return None
+        self._roll_back_orphans()
         head = self.state.head
         if head is not None and safe.height < head.l1_origin_height:
             return None  # a reorg shortened the chain for now; the origin never goes backwards
@@ -259,6 +269,42 @@ class Sequencer:
             log.warning("sequencer: not sealing while the watcher catches up: %s", exc)
             return None
         return safe.height, Hash32(safe.hash)
+
+    def _first_orphan(self) -> int | None:
+        """The first of the newest batches whose L1 origin height holds another block on the watcher's chain.
+
+        A height the chain does not reach (yet) or no longer stores proves nothing, and the walk stops at
+        the first batch whose origin is still there: origins never go backwards."""
+        assert self.view is not None
+        chain, head, first = self.view.chain, self.state.head, None
+        while head is not None:
+            on_chain = chain.hash_at(head.l1_origin_height)
+            if on_chain is None or on_chain == head.l1_origin_hash:
+                break
+            first = head.number
+            parent = None if head.number == 0 else self.store.batch(head.number - 1)
+            head = None if parent is None else parent.header
+        return first
+
+    def _roll_back_orphans(self) -> None:
+        first = self._first_orphan()
+        if first is None:
+            return
+        head = self.state.head
+        assert head is not None
+        removed = self.store.roll_back(None if first == 0 else first - 1)
+        self.state = self.store.load()
+        self.mempool.restore([(r.signed, r.signed.tx_hash, r.sender) for r in removed])
+        self.rollbacks += 1
+        log.warning(
+            "sequencer: the L1 origin of batch %d (height %d) left the best chain: rolled back batches %d..%d, "
+            "%d transaction(s) back in the mempool, to be sealed again",
+            first,
+            head.l1_origin_height,
+            first,
+            head.number,
+            len(removed),
+        )
 
     def seal_once(self, now: float | None = None, origin: tuple[int, Hash32] | None = None) -> Batch | None:
         """Seal one batch if there is anything to seal; returns it (None: nothing sealed)."""

@@ -6,7 +6,9 @@ of its deposits and the index of its transactions are written in ONE atomic, syn
 resumes at the last sealed batch with its exact root.
 
 History: tree nodes are never deleted and accounts are stored by their leaf value (the hash of their
-encoding), so the tree at any earlier batch's post-state root still answers balances and proofs.
+encoding), so the tree at any earlier batch's post-state root still answers balances and proofs. That is
+also what makes `roll_back` one write: it deletes the batches after the kept one and undoes their indexes
+(credits, withdrawals, transactions), and the kept batch's root still reads from the same nodes.
 
 Watcher events (deposits seen, confirmed, reorged) are applied one at a time, each in one write together
 with its sequence number, so an event delivered again after a crash is recognised and ignored.
@@ -27,6 +29,7 @@ from btcl2.core.types import (
     Address20,
     Batch,
     DepositCredit,
+    ExitToEvm,
     Hash32,
     Sats,
     SignedTx,
@@ -40,6 +43,7 @@ from btcl2.storage.db import Database
 META_HEAD = b"head"  # number of the last sealed batch (u64 BE); absent before the first
 META_EVENT_SEQ = b"event"  # sequence number of the last watcher event applied (u64 BE)
 META_START = b"start"  # Bitcoin height the watcher starts at, fixed at the first run (u32 BE)
+META_EXITED = b"exited"  # satoshis exited to the EVM by the sealed batches (u64 BE); absent: none
 
 _NONE_U64 = 2**64 - 1
 _NODE_CACHE_MAX = 500_000
@@ -304,6 +308,7 @@ class SequencerStore:
             withdrawals=LayeredMap(withdrawals),
             deposited=sum(c.amount for c in credits.values()),
             withdrawn=sum(w.amount for w in withdrawals.values()),
+            exited=self._meta(META_EXITED) or 0,
             head=header,
         )
 
@@ -321,6 +326,7 @@ class SequencerStore:
         with self.db.batch() as wb:
             wb.put(schema.SEQ_BATCH + _u64(number), batch.encode())
             wb.put(schema.SEQ_META + META_HEAD, _u64(number))
+            wb.put(schema.SEQ_META + META_EXITED, _u64(state.exited))
             for digest, node in new_nodes:
                 wb.put(schema.SEQ_NODE + digest, node)
                 if node[0] == 0:  # a leaf: store the account behind its value for later reads
@@ -336,12 +342,70 @@ class SequencerStore:
                 wb.put(schema.SEQ_TX + receipt.tx_hash, record.encode())
             for record in rejected:
                 wb.put(schema.SEQ_TX + record.signed.tx_hash, record.encode())
+            for tx_hash in [*(r.tx_hash for r in built.receipts), *(r.signed.tx_hash for r in rejected)]:
+                wb.delete(schema.SEQ_RETURNED + tx_hash)
             for credit in credited:
                 wb.put(schema.SEQ_DEPOSIT + credit.outpoint.encode(), credit.encode())
                 wb.delete(credit.pending_key)
         for digest, node in new_nodes:
             self.nodes.remember(digest, node)
         return replace(state, tree=SparseMerkleTree(self.nodes, state.root, size=len(state.accounts)))
+
+    def roll_back(self, keep: int | None) -> list[TxRecord]:
+        """Delete every batch after `keep` (None: all of them) in one atomic, synced write, undoing what
+        they indexed: their deposits are confirmed-awaiting-credit again, their withdrawals and transaction
+        records are gone. Returns the removed batches' transaction records in sealing order (the caller
+        returns them to the mempool); rejected records stay (they were never in a batch).
+
+        The removed transactions are kept as "returned" in the same write, until a later `seal` seals or
+        rejects them, so a crash before they are sealed again loses none (`returned` reads them back)."""
+        head = self.head_number
+        first = 0 if keep is None else keep + 1
+        if head is None or first > head:
+            return []
+        removed: list[TxRecord] = []
+        exited = self._meta(META_EXITED) or 0
+        with self.db.batch() as wb:
+            for number in range(first, head + 1):
+                batch = self.batch(number)
+                if batch is None:
+                    raise Critical(f"batch {number} missing below the stored head {head}")
+                for signed in batch.transactions:
+                    record = self.tx_record(signed.tx_hash)
+                    if record is None or record.batch != number:
+                        raise Critical(
+                            f"batch {number} holds {signed.tx_hash.hex()}, which is not indexed there"
+                        )
+                    removed.append(record)
+                    wb.delete(schema.SEQ_TX + signed.tx_hash)
+                    wb.delete(schema.SEQ_WITHDRAWAL + signed.tx_hash)  # a withdrawal's id is its tx hash
+                    if isinstance(signed.tx, ExitToEvm):
+                        exited -= signed.tx.amount
+                for credit in batch.header.deposits:
+                    known = self.deposit(credit.outpoint)
+                    if known is None or known.batch != number:
+                        raise Critical(
+                            f"batch {number} credits {credit.outpoint.txid_hex}:{credit.outpoint.vout}, "
+                            "which is not recorded as credited there"
+                        )
+                    again = replace(known, status=DepositStatus.CONFIRMED, batch=None)
+                    wb.put(schema.SEQ_DEPOSIT + credit.outpoint.encode(), again.encode())
+                    wb.put(again.pending_key, credit.outpoint.encode())
+                wb.delete(schema.SEQ_BATCH + _u64(number))
+            if keep is None:
+                wb.delete(schema.SEQ_META + META_HEAD)
+            else:
+                wb.put(schema.SEQ_META + META_HEAD, _u64(keep))
+            wb.put(schema.SEQ_META + META_EXITED, _u64(exited))
+            # Older batches' transactions go before any returned by an earlier roll-back not sealed since.
+            for order, record in enumerate([*removed, *self.returned()]):
+                wb.put(schema.SEQ_RETURNED + record.signed.tx_hash, _u64(order) + record.encode())
+        return removed
+
+    def returned(self) -> list[TxRecord]:
+        """Transactions of rolled-back batches not sealed (or rejected) again yet, in their old order."""
+        found = [(data[:8], TxRecord.decode(data[8:])) for _, data in self.db.iterate(schema.SEQ_RETURNED)]
+        return [record for _, record in sorted(found, key=lambda item: item[0])]
 
     def _credited_record(self, credit: DepositCredit, number: int) -> DepositRecord:
         record = self.deposit(credit.outpoint)

@@ -30,6 +30,7 @@ SEQ_DEPOSIT = b"Sd"  # outpoint (txid + vout u32 LE) -> DepositRecord
 SEQ_BLOCK_DEPOSIT = (
     b"Sk"  # block hash + outpoint -> b"": deposits seen in a block, to drop them on disconnect
 )
+SEQ_RETURNED = b"Sr"  # tx hash -> order (u64 BE) + TxRecord: rolled back, not yet sealed again
 SEQ_PENDING = b"Sp"  # height (u32 BE) + position (u32 BE) -> outpoint: confirmed deposits not yet credited
 
 # The replay's derived state (btcl2/derive/store.py, `btcl2 replay --datadir`): one atomic batch per replayed batch.
@@ -50,6 +51,7 @@ RELAYER_QUEUE = b"Eq"  # height (u32 BE) + outpoint -> b"": confirmed EVM deposi
 
 # The poster's journal (btcl2/poster/journal.py): every anchor transaction it signs, written before it is sent.
 POSTER_TX = b"Pt"  # batch number (u64 BE) + chunk (u16 BE) + version (u16 BE) -> JournalEntry
+POSTER_STALE = b"Ps"  # POSTER_TX's key + txid -> JournalEntry of a batch version the sequencer sealed again
 POSTER_META = b"Pm"  # name -> value: next batch to post (u64 BE), last seen Bitcoin tip height (u64 BE)
 
 # The federation (btcl2/federation/store.py): a signer's record of what it signed, and the coordinator's

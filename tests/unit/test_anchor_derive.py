@@ -205,3 +205,40 @@ def test_origin_with_fewer_than_k_confirmations_is_rejected() -> None:
     chain.mine(anchor_txs(batch))
     out = Derivation(Source(chain), PARAMS).run()
     assert out.divergence is not None and out.divergence.finding.error == "L1OriginTooRecent"
+
+
+def _fork(chain: FakeChain, height: int) -> None:
+    """Replace the blocks from `height` on by one empty block of another branch (other header time)."""
+    del chain.blocks[height:]
+    prev = chain.blocks[-1].hash
+    coinbase = chain.blocks[0].txs[0]
+    chain.blocks.append(Block(BlockHeader(1, prev, bytes(32), 10_000 + height, 0x207FFFFF, 1), (coinbase,)))
+
+
+def test_stale_batches_after_a_reorg_fail_nothing() -> None:
+    """A reorg took batch 0's origin: its anchors (and batch 1's, built on it) confirm again in the new
+    branch as stale, fail nothing, and batch 0 sealed again on the new branch applies."""
+    chain, batches, _ = setup_chain()  # origin of batch 0 at 2, anchors at 4 and 5
+    _fork(chain, 2)
+    chain.mine([])
+    chain.mine([*anchor_txs(batches[0]), *anchor_txs(batches[1])])  # back from the mempool, mined again
+    out = Derivation(Source(chain), PARAMS).run()
+    assert out.divergence is None and not out.applied and not out.conflicts
+    assert [(s.batch_number, s.finding.error) for s in out.stale] == [
+        (0, "L1OriginReorged"),
+        (1, "L1OriginReorged"),
+    ]
+    dep = chain.blocks[1].txs[1]
+    credit = Deposit(OutPoint(dep.txid, 0), DepositKind.L2, ALICE, Sats(500_000)).credit()
+    again = build_batch(State(), PARAMS, [credit], [], (3, chain.hash(3)), 102)
+    chain.mine(anchor_txs(again.batch))
+    chain.mine(anchor_txs(batches[0]))  # another copy of the stale version after the new one applied
+    out = Derivation(Source(chain), PARAMS).run()
+    assert out.divergence is None and out.state.root == again.state.root and len(out.applied) == 1
+    assert [s.batch_number for s in out.stale] == [0, 1, 0] and not out.conflicts
+    # A batch whose origin hash names no block of the scanned chain at a height it has is the same case;
+    # one whose origin height lies outside the scanned range is still a divergence.
+    far = build_batch(again.state, PARAMS, [], [], (50, chain.hash(3)), 103).batch
+    chain.mine(anchor_txs(far))
+    out = Derivation(Source(chain), PARAMS).run()
+    assert out.divergence is not None and out.divergence.finding.error == "L1OriginMismatch"

@@ -1,6 +1,7 @@
 """The poster's journal: entry encoding, the state machine, batch status, and the LevelDB store."""
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -103,4 +104,21 @@ def test_journal_store(tmp_path: Path) -> None:
     ]
     assert [e.batch for e in j.entries(1)] == [1]
     assert j.batch_anchor(0, 110, 2).status == "sealed"
+    j.db.close()
+
+
+def test_forget_from_moves_later_batches_aside(tmp_path: Path) -> None:
+    """A batch number sealed again: its entries and every later batch's become stale in one write, and the
+    number is the next to post; sealed twice more, both old versions stay listed."""
+    j = Journal(Database(tmp_path / "j"))
+    j.write([_entry(0), _entry(1, 0, 0, 2), _entry(1, 1, 0, 2), _entry(2)], next_batch=3, tip=50)
+    assert j.forget_from(1) == 3
+    assert (j.next_batch, [e.batch for e in j.entries()]) == (1, [0])
+    assert [(e.batch, e.chunk) for e in j.stale_entries()] == [(1, 0), (1, 1), (2, 0)]
+    assert j.batch_anchor(1, 50, 2).status == "sealed"  # nothing of the new version sent yet
+    newer = replace(_entry(1, 0, 0, 1), tx=_tx(999))  # the new version of batch 1, same key
+    j.write([newer], next_batch=2)
+    assert j.forget_from(1) == 1 and j.next_batch == 1
+    assert [(e.batch, e.tx.txid) for e in j.stale_entries()].count((1, newer.tx.txid)) == 1
+    assert len(list(j.stale_entries())) == 4
     j.db.close()

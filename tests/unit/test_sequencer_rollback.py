@@ -1,0 +1,188 @@
+"""A reorg that takes the L1 origin of sealed batches: the sequencer rolls them back in one write and seals
+their transactions and credits again on an origin of the new chain."""
+
+from pathlib import Path
+
+from btcl2.bitcoin.block import BlockHeader
+from btcl2.bitcoin.tx import OutPoint
+from btcl2.core import eip712
+from btcl2.core.params import Params
+from btcl2.core.types import Address20, Batch, ExitToEvm, Hash32, Sats, Transfer, Withdrawal
+from btcl2.sequencer.service import Sequencer
+from btcl2.sequencer.store import DepositRecord, DepositStatus, SequencerStore
+from btcl2.storage.db import Database
+from btcl2.watcher.chain import BlockRecord, HeaderChain
+from btcl2.watcher.confdepth import ConfirmationView
+
+PARAMS = Params()
+KEY_A, KEY_B = bytes([1]) * 32, bytes([2]) * 32
+A, B = eip712.address_from_private_key(KEY_A), eip712.address_from_private_key(KEY_B)
+P2WPKH = bytes([0, 20]) + bytes(20)
+FIRST = 10  # the watcher's stored history starts here; the deposits below it are not cross-checked
+
+
+def _sign(key: bytes, tx: Transfer | Withdrawal | ExitToEvm) -> bytes:
+    return eip712.sign(tx, key, PARAMS.l2_chain_id).encode()
+
+
+def _header(prev: bytes, branch: int, height: int) -> BlockHeader:
+    return BlockHeader(0x20000000, prev, bytes([branch]) * 32, 1_700_000_000 + height, 0x207FFFFF, height)
+
+
+class Chain:
+    """The watcher's header chain, written by hand: a main branch and a fork."""
+
+    def __init__(self, db: Database) -> None:
+        self.db, self.chain = db, HeaderChain(db)
+
+    def extend(self, branch: int, count: int) -> None:
+        tip = self.chain.tip
+        for _ in range(count):
+            height = FIRST if tip is None else tip.height + 1
+            record = BlockRecord(
+                height, _header(b"\0" * 32 if tip is None else tip.hash, branch, height), (), True
+            )
+            with self.db.batch() as wb:
+                self.chain.put_tip(wb, record)
+            tip = record
+
+    def disconnect(self, count: int) -> None:
+        for _ in range(count):
+            tip = self.chain.tip
+            assert tip is not None
+            with self.db.batch() as wb:
+                self.chain.pop_tip(wb, tip)
+
+
+def _confirm(store: SequencerStore, seq: int, n: int, recipient: Address20, amount: int) -> OutPoint:
+    outpoint = OutPoint(bytes([n]) * 32, 0)
+    record = DepositRecord(
+        outpoint,
+        DepositStatus.CONFIRMED,
+        1,
+        recipient,
+        Sats(amount),
+        FIRST - 5 + n,
+        Hash32(bytes([n]) * 32),
+        0,
+        None,
+        None,
+    )
+    store.apply_deposit_changes(seq, [record], [], [])
+    return outpoint
+
+
+def _started(seq_db: Database, chain: Chain) -> tuple[Sequencer, OutPoint, Batch]:
+    """Heights 10..13 (the safe tip, K = 2, is 12), a sequencer on them, batch 0 crediting one deposit."""
+    chain.extend(1, 4)
+    view = ConfirmationView(chain.chain, PARAMS.k_deposit_confs, lambda tx: None)
+    seq = Sequencer(SequencerStore(seq_db), PARAMS, view)
+    d1 = _confirm(seq.store, 1, 1, A, 1_000_000)
+    b0 = seq.seal_once(1000)
+    assert b0 is not None and b0.header.l1_origin_height == 12
+    return seq, d1, b0
+
+
+def test_batches_whose_origin_left_the_chain_are_sealed_again(tmp_path: Path) -> None:
+    seq_db, chain_db = Database(tmp_path / "seq"), Database(tmp_path / "chain")
+    try:
+        chain = Chain(chain_db)
+        seq, d1, b0 = _started(seq_db, chain)
+        chain.extend(1, 2)  # the safe tip moves to 14
+        d2 = _confirm(seq.store, 2, 2, B, 300_000)
+        sent = [
+            seq.submit(_sign(KEY_A, Transfer(B, Sats(10_000), Sats(5), 0))),
+            seq.submit(_sign(KEY_A, Withdrawal(Sats(20_000), Sats(5), 1, P2WPKH))),
+            seq.submit(_sign(KEY_A, ExitToEvm(Sats(30_000), Sats(5), 2, Address20(bytes([7]) * 20)))),
+        ]
+        b1 = seq.seal_once(1001)
+        assert b1 is not None and b1.header.l1_origin_height == 14 and len(b1.transactions) == 3
+        after_b1 = (
+            seq.state.root,
+            seq.state.account(A),
+            seq.state.exited,
+            dict(seq.state.withdrawals.items()),
+        )
+        pending = seq.submit(_sign(KEY_B, Transfer(A, Sats(1_000), Sats(5), 0)))  # arrived after b1
+
+        # A reorg of K blocks replaces heights 14..15 with a longer branch: b1's origin is gone, b0's is not.
+        chain.disconnect(2)
+        chain.extend(2, 3)  # heights 14..16 of branch 2: the safe tip is 15
+        b1_again = seq.seal_once(1002)
+        assert seq.rollbacks == 1
+        assert b1_again is not None and b1_again.header.number == 1
+        assert b1_again.header.parent_hash == b0.header.hash
+        assert (b1_again.header.l1_origin_height, b1_again.header.l1_origin_hash) == (
+            15,
+            chain.chain.hash_at(15),
+        )
+        # The same credits and transactions, in the same order, then the one that waited in the mempool.
+        assert [c.outpoint for c in b1_again.header.deposits] == [d2]
+        assert [t.tx_hash for t in b1_again.transactions] == [*sent, pending]
+        assert seq.store.deposit(d2).batch == 1 and seq.store.deposit(d1).batch == 0  # type: ignore[union-attr]
+        assert [seq.transaction(h).status for h in [*sent, pending]] == ["sealed"] * 4
+        assert len(seq.mempool) == 0 and seq.state.exited == 30_000
+        assert set(seq.state.withdrawals) == set(after_b1[3]) == {sent[1]}
+        assert seq.state.account(A).nonce == 3 and after_b1[1].nonce == 3
+    finally:
+        seq_db.close()
+        chain_db.close()
+
+    # Reopened: the rolled-back and resealed store loads the same head (exited satoshis included).
+    seq_db = Database(tmp_path / "seq")
+    try:
+        state = SequencerStore(seq_db).load()
+        assert state.head == b1_again.header and state.exited == 30_000
+        assert state.withdrawals.get(sent[1]) is not None
+    finally:
+        seq_db.close()
+
+
+def test_roll_back_everything_and_a_shorter_chain_waits(tmp_path: Path) -> None:
+    seq_db, chain_db = Database(tmp_path / "seq"), Database(tmp_path / "chain")
+    try:
+        chain = Chain(chain_db)
+        seq, d1, b0 = _started(seq_db, chain)
+        # The chain is only shorter for now (the new branch not yet seen): nothing is rolled back or sealed.
+        chain.disconnect(2)
+        assert seq.seal_once(1001) is None and seq.rollbacks == 0 and seq.state.head == b0.header
+        # The new branch arrives: batch 0 itself goes, and its credit is sealed again.
+        chain.extend(3, 3)
+        again = seq.seal_once(1002)
+        assert seq.rollbacks == 1 and again is not None and again.header.number == 0
+        assert again.header.l1_origin_hash == chain.chain.hash_at(again.header.l1_origin_height)
+        assert [c.outpoint for c in again.header.deposits] == [d1]
+        assert seq.state.account(A).balance == 1_000_000
+    finally:
+        seq_db.close()
+        chain_db.close()
+
+
+def test_rolled_back_transactions_survive_a_crash_before_sealing_again(tmp_path: Path) -> None:
+    """The roll-back's write keeps the returned transactions: a process that dies before sealing them
+    again finds them in its mempool at the next start, in order, and sealing clears them."""
+    seq_db, chain_db = Database(tmp_path / "seq"), Database(tmp_path / "chain")
+    try:
+        chain = Chain(chain_db)
+        seq, _, _ = _started(seq_db, chain)
+        view = seq.view
+        assert view is not None
+        sent = [seq.submit(_sign(KEY_A, Transfer(B, Sats(1_000 + i), Sats(5), i))) for i in range(3)]
+        chain.extend(1, 1)
+        assert seq.seal_once(1001) is not None
+        # What the roll-back inside seal_once writes, with no sealing after it (the crash).
+        removed = seq.store.roll_back(0)
+        assert [r.signed.tx_hash for r in removed] == sent
+        assert seq.store.head_number == 0 and seq.store.tx_record(sent[0]) is None
+        restarted = Sequencer(SequencerStore(seq_db), PARAMS, view)
+        assert [e.tx_hash for e in restarted.mempool.candidates(10)] == sent
+        assert [restarted.transaction(h).status for h in sent] == ["pending"] * 3
+        again = restarted.seal_once(1002)
+        assert again is not None and [t.tx_hash for t in again.transactions] == sent
+        assert restarted.store.returned() == []
+        assert [
+            e.tx_hash for e in Sequencer(SequencerStore(seq_db), PARAMS, view).mempool.candidates(10)
+        ] == []
+    finally:
+        seq_db.close()
+        chain_db.close()
