@@ -416,8 +416,10 @@ def build_anchor_transactions(
     change_script: bytes,
     fee_rate: int,
     key: PrivateKey,
+    locktime: int = 0,
 ) -> list[Tx]:
-    """Signed anchor transactions, one per list of `outputs`, each paying `fee_rate` sat/vB.
+    """Signed anchor transactions, one per list of `outputs`, each paying `fee_rate` sat/vB, with nLockTime
+    `locktime` (the poster sets l1_origin_height + K - 1, so no block below origin + K can hold them).
 
     The transactions do not spend each other: Core v30 limits a mempool cluster to 101 kvB, so two full
     anchor transactions could never wait in the mempool as parent and child. Each takes, largest first,
@@ -435,7 +437,7 @@ def build_anchor_transactions(
             if not coins:
                 raise InvalidInput(f"funding exhausted at anchor transaction {n}")
             chosen.append(coins.pop(0))
-            tx = _anchor_tx(outs, chosen, change_script, fee_rate)
+            tx = _anchor_tx(outs, chosen, change_script, fee_rate, locktime)
             if tx is not None:
                 break
         prevouts = {op: PrevoutInfo(out.script_pubkey, out.value) for op, out in chosen}
@@ -449,14 +451,19 @@ def build_anchor_transactions(
 
 
 def _anchor_tx(
-    outs: Sequence[TxOut], coins: Sequence[tuple[OutPoint, TxOut]], change_script: bytes, fee_rate: int
+    outs: Sequence[TxOut],
+    coins: Sequence[tuple[OutPoint, TxOut]],
+    change_script: bytes,
+    fee_rate: int,
+    locktime: int,
 ) -> Tx | None:
-    """The unsigned transaction spending `coins` into `outs` plus change, None if they do not cover the fee."""
+    """The unsigned transaction spending `coins` into `outs` plus change, None if they do not cover the fee.
+    Its inputs' nSequence (BIP125 replaceable) also makes nLockTime binding."""
     vin = tuple(TxIn(op, sequence=0xFFFFFFFD) for op, _ in coins)
     total = sum(out.value for _, out in coins) - sum(out.value for out in outs)
-    with_change = Tx(2, vin, (*outs, TxOut(0, change_script)), 0)
+    with_change = Tx(2, vin, (*outs, TxOut(0, change_script)), locktime)
     change = TxOut(total - _fee(with_change, fee_rate), change_script)
     if change.value >= dust_threshold(change):
-        return Tx(2, vin, (*outs, change), 0)
-    without = Tx(2, vin, tuple(outs), 0)
+        return Tx(2, vin, (*outs, change), locktime)
+    without = Tx(2, vin, tuple(outs), locktime)
     return without if total >= _fee(without, fee_rate) else None

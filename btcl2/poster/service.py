@@ -50,6 +50,8 @@ from btcl2.wallet.keyfile import KeyFile
 log = logging.getLogger(__name__)
 
 RPC_INVALID_ADDRESS_OR_KEY = -5
+NON_FINAL = "non-final"
+"""testmempoolaccept's reason for a transaction whose nLockTime the next block does not reach yet."""
 SCAN_CACHE_MAX = 2_000
 
 
@@ -104,6 +106,8 @@ class Poster:
         self.tip = journal.tip
         self._active_from = 0
         self._scan_cache: dict[bytes, frozenset[str]] = {}
+        self._refusal: str | None = None
+        """Why the node last refused a transaction `_resend` offered it (testmempoolaccept's reason)."""
         self._head_seen: tuple[int, bytes] | None = None
         """The sequencer's head (number, hash) when the anchored batches were last compared with it."""
         self._stopping = asyncio.Event()
@@ -276,6 +280,8 @@ class Poster:
                     )
                 self._record([sent], "poster.after_broadcast_record")
                 return
+            if self._refusal == NON_FINAL:
+                return  # a reorg took the chain below its nLockTime: the same transaction waits for it
         abandoned = [
             transition(v, TxState.ABANDONED) for v in versions if v.state in (*LIVE_STATES, TxState.REPLACED)
         ]
@@ -326,6 +332,7 @@ class Poster:
     async def _resend(self, e: JournalEntry) -> JournalEntry:
         """`e` sent again if the node accepts it now (BROADCAST), else `e` unchanged."""
         verdict = (await self.rpc.call("testmempoolaccept", [e.tx.hex()]))[0]
+        self._refusal = None if verdict.get("allowed", False) else verdict.get("reject-reason")
         if not verdict.get("allowed", False):
             log.info(
                 "poster: batch %d chunk %d version %d not acceptable: %s",
@@ -358,11 +365,15 @@ class Poster:
         return out
 
     async def _build(
-        self, outputs: Sequence[Sequence[TxOut]], coins: Sequence[tuple[OutPoint, TxOut]], rate: int
+        self,
+        outputs: Sequence[Sequence[TxOut]],
+        coins: Sequence[tuple[OutPoint, TxOut]],
+        rate: int,
+        locktime: int,
     ) -> list[tuple[Tx, int]] | None:
         """Signed transactions with their fees, each passing testmempoolaccept; None if any fails."""
         try:
-            txs = build_anchor_transactions(outputs, coins, self.spk, rate, self.keyfile.key)
+            txs = build_anchor_transactions(outputs, coins, self.spk, rate, self.keyfile.key, locktime)
         except InvalidInput as exc:
             log.warning("poster: cannot build anchor transactions: %s", exc)
             return None
@@ -405,7 +416,7 @@ class Poster:
             self.rpc, self.keyfile.btc_address, self.spk, self.tip, self._reserved()
         )
         rate = await self._fee_rate()
-        built = await self._build([outs], coins, rate)
+        built = await self._build([outs], coins, rate, old.tx.locktime)
         if built is None:
             return
         tx, fee = built[0]
@@ -437,7 +448,7 @@ class Poster:
                 return  # spent or gone: the next reconcile sees where it went
             coins.append((txin.prevout, TxOut(to_sats(coin["value"]), self.spk)))
         outs = [o for o in live.tx.vout if o.script_pubkey != self.spk]
-        built = await self._build([outs], coins, rate)
+        built = await self._build([outs], coins, rate, live.tx.locktime)
         if built is None:
             return
         tx, fee = built[0]
@@ -482,7 +493,10 @@ class Poster:
                 self.rpc, self.keyfile.btc_address, self.spk, self.tip, self._reserved()
             )
             rate = await self._fee_rate()
-            built = await self._build(outputs, coins, rate)
+            # No block below origin + K may hold the anchor, whatever reorg puts it back into a mempool:
+            # replay would reject it (L1OriginTooRecent) and nothing would post it again.
+            locktime = batch.header.l1_origin_height + self.params.k_deposit_confs - 1
+            built = await self._build(outputs, coins, rate, locktime)
             if built is None:
                 return  # no coins yet: retried next round
             entries = [

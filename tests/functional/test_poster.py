@@ -7,36 +7,31 @@ and the replacement confirms; a reorg that drops a confirmed anchor puts it back
 
 import hashlib
 import json
-import os
-import signal
 import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from framework.node import RegtestNode, free_port
-from framework.util import CoinPool, btc, mine, new_key, raw_post, wait_until, with_extra_outputs
+from framework.node import RegtestNode
+from framework.sequencer import SequencerProcess, fund_poster, poster_key_file
+from framework.util import CoinPool, btc, mine, new_key, wait_until, with_extra_outputs
 
 from btcl2.bitcoin import address
-from btcl2.bitcoin.keys import PrivateKey
 from btcl2.bitcoin.tx import Tx, TxOut
 from btcl2.core import eip712
 from btcl2.core.anchor import decode_anchor_tx, is_authenticated_anchor
 from btcl2.core.deposits import DepositKind, deposit_tag_script
 from btcl2.core.params import Params
 from btcl2.core.types import Address20, Sats, Transfer
-from btcl2.failpoints import FAILPOINT_ENV, FAILPOINT_EXIT_CODE
-from btcl2.wallet.keyfile import KeyFile, write_keyfile
+from btcl2.failpoints import FAILPOINT_EXIT_CODE
 
 pytestmark = pytest.mark.functional
 
 PARAMS = Params()
 K = PARAMS.k_deposit_confs
 F = PARAMS.f_anchor_confs
-POSTER = KeyFile(PrivateKey(hashlib.sha256(b"btcl2 devnet poster").digest()), address.REGTEST)
 FED_ADDRESS = address.script_to_address(PARAMS.federation_script_pubkey, address.REGTEST)
 MINER = new_key()
 USER_KEY = hashlib.sha256(b"poster test user").digest()
@@ -44,62 +39,8 @@ USER = "0x" + eip712.address_from_private_key(USER_KEY).hex()
 DEST = "0x" + "ab" * 20
 
 
-class Sequencer:
-    """`btcl2 sequencer run --post` on a free port; `start(failpoint=...)` arms a failpoint."""
-
-    def __init__(self, node: RegtestNode, datadir: Path, key: Path) -> None:
-        self.node, self.datadir, self.key = node, datadir, key
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.config = datadir / "sequencer.toml"
-        self.config.write_text("poll_interval = 0.1\nrate_limit = 100000.0\nrate_burst = 100000\n")
-        self.log = datadir / "sequencer.log"
-
-    def start(self, failpoint: str | None = None) -> None:
-        cmd = [sys.executable, "-m", "btcl2", "sequencer", "run", "--datadir", str(self.datadir)]
-        cmd += ["--bitcoin-rpc", self.node.url, "--bitcoin-cookie", str(self.node.cookie_file)]
-        cmd += ["--rpcport", str(self.port), "--batch-interval", "0.3", "--config", str(self.config)]
-        cmd += ["--post", "--poster-key", str(self.key)]
-        env = dict(os.environ)
-        env.pop(FAILPOINT_ENV, None)
-        if failpoint is not None:
-            env[FAILPOINT_ENV] = failpoint
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-        wait_until(self._ready, timeout=30, what="the sequencer's API")
-
-    def _ready(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"sequencer exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-        try:
-            return "result" in self.request("l2_status")
-        except OSError:
-            return False
-
-    def wait_exit(self, timeout: float = 30) -> int:
-        assert self.proc is not None
-        return self.proc.wait(timeout)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-
-    def request(self, method: str, *params: Any) -> dict[str, Any]:
-        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}).encode()
-        reply: dict[str, Any] = json.loads(raw_post(self.url, body, None, timeout=10).body)
-        return reply
-
-    def call(self, method: str, *params: Any) -> Any:
-        reply = self.request(method, *params)
-        assert "error" not in reply, reply
-        return reply["result"]
+class Sequencer(SequencerProcess):
+    """The sequencer with its poster; `anchor(n)` is batch n's anchoring status."""
 
     def anchor(self, batch: int) -> dict[str, Any]:
         result: dict[str, Any] = self.call("l2_getBatch", batch)["anchor"]
@@ -151,7 +92,10 @@ class World:
                 tx = Tx.from_hex(t["hex"])
                 chunk = decode_anchor_tx(tx)
                 if chunk is not None and is_authenticated_anchor(tx, PARAMS.poster_pubkey):
-                    count[chunk.commitment.batch_number] += 1
+                    number = chunk.commitment.batch_number
+                    origin = int(self.seq.call("l2_getBatch", number)["l1OriginHeight"])
+                    assert tx.locktime == origin + K - 1 and height >= origin + K, (number, origin, height)
+                    count[number] += 1
         return count
 
     def check_replay_and_anchors(self) -> None:
@@ -168,22 +112,11 @@ class World:
         assert not doc["conflicts"] and not doc["unauthenticated"]
 
 
-def _fund_poster(node: RegtestNode, pool: CoinPool, n: int = 12) -> None:
-    """n confirmed 0.1 BTC coins for the poster (it spends confirmed coins only)."""
-    coin = pool.take()
-    change = coin.value - n * 10_000_000 - 5_000
-    outputs = {POSTER.btc_address: btc(10_000_000), MINER.p2wpkh_address: btc(change)}
-    extra = [TxOut(10_000_000, POSTER.script_pubkey) for _ in range(n - 1)]
-    node.call("sendrawtransaction", with_extra_outputs(node, [coin], outputs, extra))
-    mine(node, 1, MINER.p2wpkh_address)
-
-
 @pytest.fixture(scope="module")
 def world(node: RegtestNode, pool: CoinPool, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     datadir = tmp_path_factory.mktemp("poster")
-    key = datadir / "poster-key.json"
-    write_keyfile(key, POSTER)
-    _fund_poster(node, pool)
+    key = poster_key_file(datadir)
+    fund_poster(node, pool, MINER.p2wpkh_address)
     start = node.call("getblockcount")
     seq = Sequencer(node, datadir, key)
     seq.start()
@@ -294,4 +227,26 @@ def test_reorg_drops_confirmed_anchor(world: World) -> None:
     assert set(seq.anchor(batch)["txids"]) & set(world.node.call("getrawmempool"))
     world.mine()
     assert world.wait_status(batch, "anchored")["txids"] == txids  # the same transaction, back in a block
+    world.check_replay_and_anchors()
+
+
+def test_reorg_below_the_anchors_locktime(world: World) -> None:
+    """A reorg back to the batch's L1 origin: the anchor (nLockTime origin + K - 1) leaves the mempool, the
+    next block cannot hold it (replay would reject an origin with fewer than K confirmations), and the
+    poster sends the same transaction again once the chain reaches its lock time."""
+    seq = world.seq
+    _, batch = world.transfer()
+    origin = int(seq.call("l2_getBatch", batch)["l1OriginHeight"])
+    txids = world.wait_status(batch, "broadcast")["txids"]
+    assert world.node.call("getblockcount") == origin + K - 1  # the earliest the poster could send it
+    world.mine()
+    world.wait_status(batch, "anchored")
+    world.node.call("invalidateblock", world.node.call("getblockhash", origin + 1))
+    assert not set(txids) & set(world.node.call("getrawmempool"))  # non-final at the next height
+    (early,) = world.mine()  # the first block of the new branch, from the mempool
+    assert not set(txids) & set(world.node.call("getblock", early)["tx"])
+    in_pool = lambda: set(txids) <= set(world.node.call("getrawmempool"))  # noqa: E731
+    wait_until(in_pool, 20, "the same anchor sent again once final for the next block")
+    world.mine()
+    assert world.wait_status(batch, "anchored")["txids"] == txids
     world.check_replay_and_anchors()

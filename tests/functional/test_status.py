@@ -8,8 +8,6 @@ batches sealed; `--log-format json` writes one JSON object per line.
 
 import hashlib
 import json
-import os
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -18,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from framework.node import RegtestNode, free_port
-from framework.util import CoinPool, btc, mine, new_key, raw_post, wait_until, with_extra_outputs
+from framework.node import RegtestNode
+from framework.sequencer import SequencerProcess, fund_poster, poster_key_file
+from framework.util import CoinPool, btc, mine, new_key, wait_until, with_extra_outputs
 
 from btcl2.bitcoin import address
-from btcl2.bitcoin.keys import PrivateKey
 from btcl2.bitcoin.tx import Tx, TxOut
 from btcl2.core import eip712
 from btcl2.core.deposits import DepositKind, deposit_tag_script
@@ -30,14 +28,12 @@ from btcl2.core.params import Params
 from btcl2.core.types import Address20, Sats, Transfer
 from btcl2.metrics import parse_exposition
 from btcl2.status.proof import verify_bundle
-from btcl2.wallet.keyfile import KeyFile, write_keyfile
 
 pytestmark = pytest.mark.functional
 
 PARAMS = Params()
 K = PARAMS.k_deposit_confs
 F = PARAMS.f_anchor_confs
-POSTER = KeyFile(PrivateKey(hashlib.sha256(b"btcl2 devnet poster").digest()), address.REGTEST)
 FED_ADDRESS = address.script_to_address(PARAMS.federation_script_pubkey, address.REGTEST)
 MINER = new_key()
 USER_KEY = hashlib.sha256(b"status test user").digest()
@@ -45,51 +41,13 @@ USER = "0x" + eip712.address_from_private_key(USER_KEY).hex()
 DEST = "0x" + "cd" * 20
 
 
-class Stack:
+class Stack(SequencerProcess):
     """The node and `btcl2 sequencer run --post --log-format json`; helpers a user would have."""
 
     def __init__(self, node: RegtestNode, datadir: Path, key: Path) -> None:
-        self.node, self.datadir = node, datadir
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.log = datadir / "sequencer.log"
-        config = datadir / "sequencer.toml"
-        config.write_text("poll_interval = 0.1\nrate_limit = 100000.0\nrate_burst = 100000\n")
-        cmd = [sys.executable, "-m", "btcl2", "sequencer", "run", "--datadir", str(datadir)]
-        cmd += ["--bitcoin-rpc", node.url, "--bitcoin-cookie", str(node.cookie_file)]
-        cmd += ["--rpcport", str(self.port), "--batch-interval", "0.3", "--config", str(config)]
-        cmd += ["--post", "--poster-key", str(key), "--log-format", "json"]
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        super().__init__(node, datadir, key, "--log-format", "json")
         self.nonce = 0
-        wait_until(self._ready, timeout=30, what="the sequencer's API")
-
-    def _ready(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"sequencer exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-        try:
-            return "result" in self.request("l2_status")
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-
-    def request(self, method: str, *params: Any) -> dict[str, Any]:
-        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}).encode()
-        reply: dict[str, Any] = json.loads(raw_post(self.url, body, None, timeout=10).body)
-        return reply
-
-    def call(self, method: str, *params: Any) -> Any:
-        reply = self.request(method, *params)
-        assert "error" not in reply, reply
-        return reply["result"]
+        self.start()
 
     def get(self, path: str) -> bytes:
         with urllib.request.urlopen(self.url.rstrip("/") + path, timeout=20) as resp:
@@ -137,21 +95,9 @@ def stage(doc: dict[str, Any], name: str) -> dict[str, Any]:
     return found
 
 
-def fund_poster(node: RegtestNode, pool: CoinPool, n: int = 12) -> None:
-    """n confirmed 0.1 BTC coins for the poster (it spends confirmed coins only)."""
-    coin = pool.take()
-    change = coin.value - n * 10_000_000 - 5_000
-    outputs = {POSTER.btc_address: btc(10_000_000), MINER.p2wpkh_address: btc(change)}
-    extra = [TxOut(10_000_000, POSTER.script_pubkey) for _ in range(n - 1)]
-    node.call("sendrawtransaction", with_extra_outputs(node, [coin], outputs, extra))
-    mine(node, 1, MINER.p2wpkh_address)
-
-
 def start_stack(node: RegtestNode, pool: CoinPool, datadir: Path) -> Stack:
-    key = datadir / "poster-key.json"
-    write_keyfile(key, POSTER)
-    fund_poster(node, pool)
-    return Stack(node, datadir, key)
+    fund_poster(node, pool, MINER.p2wpkh_address)
+    return Stack(node, datadir, poster_key_file(datadir))
 
 
 @pytest.fixture(scope="module")

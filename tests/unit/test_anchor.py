@@ -195,8 +195,11 @@ def test_build_anchor_transactions_funds_and_signs(batch: Batch) -> None:
     spk = p2wpkh(hash160(key.pubkey()))
     outputs = [c.outputs() for c in _chunks(batch, 1_000)]
     coins = [(OutPoint(bytes([i]) * 32, 0), TxOut(100_000 + i, spk)) for i in range(len(outputs) + 2)]
-    txs = build_anchor_transactions(outputs, coins, spk, 2, key)
+    txs = build_anchor_transactions(outputs, coins, spk, 2, key, locktime=batch.header.l1_origin_height + 1)
     assert len(txs) == len(outputs)
+    # nLockTime binds (every input signals BIP125, nSequence < 0xffffffff) and the signatures commit to it.
+    assert all(t.locktime == batch.header.l1_origin_height + 1 for t in txs)
+    assert all(i.sequence == 0xFFFFFFFD for t in txs for i in t.vin)
     spent = [i.prevout for t in txs for i in t.vin]
     assert len(spent) == len(set(spent))  # independent transactions, no coin twice
     for tx, outs in zip(txs, outputs, strict=True):
