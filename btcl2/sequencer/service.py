@@ -15,6 +15,8 @@ deposit (the origin is only the safe tip). Replay rejects such a batch as stale,
 sequencer rolls back every batch whose origin the watcher's chain no longer holds (`SequencerStore.roll_back`,
 one write), returns their transactions to the front of the mempool and seals them again on an origin of
 the new chain; the poster sees the batch numbers it anchored sealed again and anchors the new ones.
+The same happens, with an in-process poster, to batches no anchor can make valid any more: not anchored
+while the chain went K blocks past origin + max_l1_origin_lag + 1 (a poster down for hours).
 """
 
 import asyncio
@@ -286,10 +288,38 @@ class Sequencer:
             head = None if parent is None else parent.header
         return first
 
-    def _roll_back_orphans(self) -> None:
-        first = self._first_orphan()
+    def _first_expired(self) -> int | None:
+        """The first sealed batch that no anchor can make valid any more (only known with an in-process
+        poster): it is not anchored, and the chain is K blocks past the last height whose block may hold
+        its anchor (origin + max_l1_origin_lag + 1; later, replay rejects it as L1OriginTooOld), so not even
+        a reorg shallower than K brings such a height back. Every later batch builds on it."""
+        assert self.view is not None
+        head, tip = self.state.head, self.view.chain.tip
+        if self.anchors is None or head is None or tip is None:
+            return None
+        first = None
+        for number in range(head.number, -1, -1):
+            if self.anchors.batch_status(number) in ("anchored", "final"):
+                break  # anchored in order: every earlier batch is anchored too
+            first = number
         if first is None:
+            return None
+        batch = self.store.batch(first)
+        if batch is None:
+            raise Critical(f"batch {first} missing below the head {head.number}")
+        deadline = batch.header.l1_origin_height + self.params.max_l1_origin_lag + 1
+        return first if tip.height >= deadline + self.params.k_deposit_confs else None
+
+    def _roll_back_orphans(self) -> None:
+        orphan, expired = self._first_orphan(), self._first_expired()
+        if orphan is None and expired is None:
             return
+        first = min(n for n in (orphan, expired) if n is not None)
+        why = (
+            "its L1 origin left the best chain"
+            if first == orphan
+            else "it was not anchored before its L1 origin grew too old for replay to accept an anchor"
+        )
         head = self.state.head
         assert head is not None
         removed = self.store.roll_back(None if first == 0 else first - 1)
@@ -297,10 +327,10 @@ class Sequencer:
         self.mempool.restore([(r.signed, r.signed.tx_hash, r.sender) for r in removed])
         self.rollbacks += 1
         log.warning(
-            "sequencer: the L1 origin of batch %d (height %d) left the best chain: rolled back batches %d..%d, "
-            "%d transaction(s) back in the mempool, to be sealed again",
+            "sequencer: batch %d must be sealed again (%s): rolled back batches %d..%d, %d transaction(s) back "
+            "in the mempool",
             first,
-            head.l1_origin_height,
+            why,
             first,
             head.number,
             len(removed),

@@ -186,3 +186,50 @@ def test_rolled_back_transactions_survive_a_crash_before_sealing_again(tmp_path:
     finally:
         seq_db.close()
         chain_db.close()
+
+
+class Anchors:
+    """The in-process poster's answers: batch number -> anchoring status (unknown numbers: sealed)."""
+
+    def __init__(self) -> None:
+        self.status: dict[int, str] = {}
+
+    def batch_status(self, number: int) -> str:
+        return self.status.get(number, "sealed")
+
+
+def test_batches_too_old_to_anchor_are_sealed_again(tmp_path: Path) -> None:
+    """A poster that anchored nothing for longer than replay accepts: once the chain is K blocks past the
+    last height an anchor of batch 1 could have (origin + max_l1_origin_lag + 1), batch 1 and the batch on
+    it are sealed again on a fresh origin; batch 0, anchored, stays."""
+    seq_db, chain_db = Database(tmp_path / "seq"), Database(tmp_path / "chain")
+    try:
+        chain = Chain(chain_db)
+        seq, _, b0 = _started(seq_db, chain)
+        anchors = Anchors()
+        seq.anchors = anchors
+        anchors.status[0] = "final"
+        chain.extend(1, 1)
+        sent = [seq.submit(_sign(KEY_A, Transfer(B, Sats(1_000 + i), Sats(5), i))) for i in range(2)]
+        b1 = seq.seal_once(1001)
+        assert b1 is not None and b1.header.l1_origin_height == 13
+        sent.append(seq.submit(_sign(KEY_A, Transfer(B, Sats(2_000), Sats(5), 2))))
+        b2 = seq.seal_once(1002)
+        assert b2 is not None and b2.header.number == 2
+        deadline = 13 + PARAMS.max_l1_origin_lag + 1  # the last height whose block may anchor batch 1
+        chain.extend(1, deadline + PARAMS.k_deposit_confs - 1 - chain.chain.tip.height)  # type: ignore[union-attr]
+        anchors.status[1] = "broadcast"  # sent, never mined: just short of the margin, nothing moves
+        assert seq.seal_once(1003) is None and seq.rollbacks == 0
+        chain.extend(1, 1)
+        again = seq.seal_once(1004)
+        assert seq.rollbacks == 1 and again is not None and again.header.number == 1
+        assert again.header.parent_hash == b0.header.hash
+        assert again.header.l1_origin_height == chain.chain.tip.height - PARAMS.k_deposit_confs + 1  # type: ignore[union-attr]
+        assert [t.tx_hash for t in again.transactions] == sent
+        # Without an in-process poster the sequencer cannot know, and seals on.
+        seq.anchors = None
+        chain.extend(1, PARAMS.max_l1_origin_lag + 10)
+        assert seq.seal_once(1005) is None and seq.rollbacks == 1
+    finally:
+        seq_db.close()
+        chain_db.close()
