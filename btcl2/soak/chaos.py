@@ -14,8 +14,12 @@ from btcl2.devnet.stack import seed_key
 from btcl2.soak.proxy import FaultyProxy, Mode
 from btcl2.wallet.keyfile import KeyFile
 
-REORG_MINER = KeyFile(seed_key(b"btcl2 soak reorg miner"), REGTEST).btc_address
-"""Mines the competing branches."""
+
+def reorg_miner(replaced: str) -> str:
+    """The address that mines the branch replacing block `replaced` (hex): one of its own, so the first
+    competing block differs from the one it replaces even when that block was mined the same way, from the
+    same mempool, in the same second (Core would answer duplicate-invalid)."""
+    return KeyFile(seed_key(b"btcl2 soak reorg miner " + replaced.encode()), REGTEST).btc_address
 
 
 def _has_deposit(rpc: SyncBitcoinRPC, height: int, params: Params) -> bool:
@@ -39,9 +43,9 @@ def bitcoin_reorg(rpc: SyncBitcoinRPC, depth: int, miner: str, params: Params) -
                 rpc.call("generateblock", miner, [])
     tip = int(rpc.call("getblockcount"))
     fork = tip - depth
-    rpc.call("invalidateblock", rpc.call("getblockhash", fork + 1))
-    # Another coinbase address: the first competing block must differ from the invalidated one.
-    rpc.call("generatetoaddress", depth + 1, REORG_MINER)
+    replaced = rpc.call("getblockhash", fork + 1)
+    rpc.call("invalidateblock", replaced)
+    rpc.call("generatetoaddress", depth + 1, reorg_miner(replaced))
     return fork
 
 
