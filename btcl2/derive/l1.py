@@ -79,16 +79,22 @@ class L1Traversal:
     def __init__(self, source: BlockSource, start: int) -> None:
         self._source = source
         self._start = start
+        self._begin = start
         self.tip = -1
         self._prev: bytes | None = None
 
     def reset(self) -> None:
         """Start over from the start height, against the current tip."""
         self.tip = self._source.tip_height()
-        self._prev = None
+        self._begin, self._prev = self._start, None
+
+    def resume(self, height: int, prev_hash: bytes) -> None:
+        """Go on from `height`, whose block must extend `prev_hash`, to the current tip."""
+        self.tip = self._source.tip_height()
+        self._begin, self._prev = height, prev_hash
 
     def __iter__(self) -> Iterator[L1Block]:
-        for first in range(self._start, self.tip + 1, FETCH_BATCH):
+        for first in range(self._begin, self.tip + 1, FETCH_BATCH):
             heights = range(first, min(first + FETCH_BATCH, self.tip + 1))
             for height, (block_hash, block) in zip(heights, self._source.blocks(heights), strict=True):
                 if self._prev is not None and block.header.prev_hash != self._prev:

@@ -193,6 +193,8 @@ class Derivation:
         self._rejections: dict[int, list[Rejection]] = defaultdict(list)
         self._applied_hash: dict[int, bytes] = {}
         self._loose: list[Rejection] = []
+        self._conflicts: list[Rejection] = []
+        self._repeats = 0
         # Attestations: the stage's records, and what replay derived per applied batch to judge them by.
         self._attestations.reset()
         self._attested_roots: dict[int, tuple[bytes, bytes, bytes]] = {}
@@ -212,9 +214,33 @@ class Derivation:
                 self._reset()
         raise AssertionError("unreachable")
 
+    def follow(self) -> Outcome:
+        """After `run`: scan only the blocks the node added since, and judge again.
+
+        When the last block scanned is no longer the node's block at its height (a reorg), every stage
+        resets and the run starts over, as `run` does; a long-lived follower (a signer, the coordinator,
+        the relayer) thus reads each block once instead of replaying from its start at every new tip."""
+        if not self._hashes:
+            return self.run()
+        last = self._from + len(self._hashes) - 1
+        try:
+            if self._source.tip_height() < last:
+                raise ReorgDetected(f"the chain is shorter than the {last} blocks scanned")
+            ((on_chain, _),) = self._source.blocks(range(last, last + 1))
+            if on_chain != self._hashes[-1]:
+                raise ReorgDetected(f"block {last} changed since it was scanned")
+            self._traversal.resume(last + 1, on_chain)
+            return self._scan()
+        except ReorgDetected:
+            self._reset()
+            return self.run()
+
     def _run_once(self, attempt: int) -> Outcome:
         self._traversal.reset()
         self._out.resets = attempt
+        return self._scan()
+
+    def _scan(self) -> Outcome:
         self._out.progress.tip = self._traversal.tip
         for l1 in self._traversal:
             self._block(l1)
@@ -265,7 +291,7 @@ class Derivation:
         if number is None:
             self._loose.append(rejection)
         elif number < self._next:
-            self._out.conflicts.append(rejection)
+            self._conflicts.append(rejection)
         else:
             self._rejections[number].append(rejection)
 
@@ -273,14 +299,14 @@ class Derivation:
         number = anchored.batch.header.number
         if number < self._next:
             if self._applied_hash[number] == anchored.batch.hash:
-                self._out.repeats += 1
+                self._repeats += 1
             elif self._origin_reorged(anchored):
                 self._out.stale.append(Rejection(number, anchored.anchors, self._stale_finding(anchored)))
             else:
                 finding = Finding(
                     "ConflictingAnchor", f"batch {number} was already applied with another hash"
                 )
-                self._out.conflicts.append(Rejection(number, anchored.anchors, finding))
+                self._conflicts.append(Rejection(number, anchored.anchors, finding))
             return
         self._candidates[number].append(anchored)
         while self._candidates.get(self._next) and (self._to_batch is None or self._next <= self._to_batch):
@@ -384,17 +410,29 @@ class Derivation:
             self._out.rejected = [self._out.divergence]
 
     def _finish(self) -> None:
-        """Judge the run: the first batch number that should exist and did not apply is the divergence."""
-        for frame in self._assembler.incomplete():
-            self._rejected(frame)
+        """Judge the run: the first batch number that should exist and did not apply is the divergence.
+
+        It records nothing the scan goes on from, so `follow` can scan more blocks and judge again: an
+        incomplete anchor is judged here (it may complete in a later block), not kept."""
         out, nxt = self._out, self._next
-        out.repeats += self._assembler.repeats
+        rejections = {n: list(r) for n, r in self._rejections.items()}
+        loose, late = list(self._loose), []
+        for frame in self._assembler.incomplete():
+            rejection = Rejection(frame.batch_number, frame.anchors, Finding(frame.error, frame.message))
+            if frame.batch_number is None:
+                loose.append(rejection)
+            elif frame.batch_number < nxt:
+                late.append(rejection)
+            else:
+                rejections.setdefault(frame.batch_number, []).append(rejection)
+        out.repeats = self._repeats + self._assembler.repeats
         out.deposits_seen, out.rejected_deposits = len(self._deposits), len(self._deposits.rejected)
-        out.conflicts.extend(self._loose)
+        out.conflicts = [*self._conflicts, *late, *loose]
+        out.divergence, out.rejected = None, []
         if self._to_batch is not None and nxt > self._to_batch:
             return
-        if self._rejections.get(nxt):
-            out.rejected = list(self._rejections[nxt])
+        if rejections.get(nxt):
+            out.rejected = list(rejections[nxt])
             out.divergence = out.rejected[0]
             return
         for number, waiting in list(self._candidates.items()):  # later stale versions wait for no one
@@ -404,8 +442,8 @@ class Derivation:
                 self._candidates[number] = [a for a in waiting if not self._origin_reorged(a)]
         later = sorted(
             n
-            for n in (*self._rejections, *self._candidates)
-            if n > nxt and (self._rejections.get(n) or self._candidates.get(n))
+            for n in (*rejections, *self._candidates)
+            if n > nxt and (rejections.get(n) or self._candidates.get(n))
         )
         if later:
             message = f"no anchor of batch {nxt} found, while batch {later[0]} is anchored"

@@ -158,16 +158,21 @@ class L2View:
         self._from = from_height
         self._lock = threading.Lock()
         self._snapshot: L2Snapshot | None = None
+        self._replay: _Replay | None = None
 
     def snapshot(self) -> L2Snapshot:
-        """The replay of the current best chain (cached per tip)."""
+        """The replay of the current best chain (cached per tip; each new tip reads only the new blocks,
+        a reorg replays from the start height)."""
         with self._lock:
             tip_hash = str(self._rpc.call("getbestblockhash"))
             if self._snapshot is not None and self._snapshot.tip_hash == tip_hash:
                 return self._snapshot
-            replay = _Replay(RpcBlockSource(self._rpc), self._params, self._from)
-            outcome = replay.run()
-            self._snapshot = self._judge(replay, outcome, tip_hash)
+            if self._replay is None:
+                self._replay = _Replay(RpcBlockSource(self._rpc), self._params, self._from)
+                outcome = self._replay.run()
+            else:
+                outcome = self._replay.follow()
+            self._snapshot = self._judge(self._replay, outcome, tip_hash)
             return self._snapshot
 
     def _judge(self, replay: _Replay, outcome: Outcome, tip_hash: str) -> L2Snapshot:

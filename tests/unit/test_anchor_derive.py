@@ -13,7 +13,7 @@ from btcl2.core.params import Params
 from btcl2.core.state import State
 from btcl2.core.transition import build_batch, transactions_root
 from btcl2.core.types import Batch, Hash32, Sats, Transfer
-from btcl2.derive.pipeline import Derivation
+from btcl2.derive.pipeline import Derivation, Outcome
 from btcl2.derive.store import DerivedStore
 
 PARAMS = Params()
@@ -242,3 +242,57 @@ def test_stale_batches_after_a_reorg_fail_nothing() -> None:
     chain.mine(anchor_txs(far))
     out = Derivation(Source(chain), PARAMS).run()
     assert out.divergence is not None and out.divergence.finding.error == "L1OriginMismatch"
+
+
+class CountingSource(Source):
+    """A Source that counts the block heights read."""
+
+    def __init__(self, chain: FakeChain) -> None:
+        super().__init__(chain)
+        self.read = 0
+
+    def blocks(self, heights: range) -> list[tuple[bytes, Block]]:
+        self.read += len(heights)
+        return super().blocks(heights)
+
+
+def _summary(out: Outcome) -> tuple[object, ...]:
+    return (
+        out.state.root,
+        [a.number for a in out.applied],
+        [(s.batch_number, s.finding.error) for s in out.stale],
+        [(c.batch_number, c.finding.error) for c in out.conflicts],
+        out.repeats,
+        None if out.divergence is None else (out.divergence.batch_number, out.divergence.finding.error),
+    )
+
+
+def test_follow_reads_new_blocks_only_and_matches_a_fresh_run() -> None:
+    """`follow` after `run`: the same outcome as a run from scratch at every tip, reading each block once
+    while the chain only grows, starting over after a reorg."""
+    chain, batches, _ = setup_chain()
+    source = CountingSource(chain)
+    follower = Derivation(source, PARAMS)
+    assert _summary(follower.run()) == _summary(Derivation(Source(chain), PARAMS).run())
+    assert source.read == len(chain.blocks)
+    half = anchor_txs(batches[1], size=400)  # batch 1 again, in two chunks: the first alone is incomplete
+    assert len(half) > 1
+    chain.mine(half[:1])
+    out = follower.follow()
+    assert _summary(out) == _summary(Derivation(Source(chain), PARAMS).run())
+    assert out.repeats == 0 and source.read == len(chain.blocks) + 1  # the new block, and one to check
+    chain.mine(half[1:])
+    chain.mine(anchor_txs(batches[0]))
+    out = follower.follow()
+    assert _summary(out) == _summary(Derivation(Source(chain), PARAMS).run())
+    assert out.repeats >= 2 and out.divergence is None
+    # A reorg below the last block scanned: the follower starts over and agrees with a fresh run again.
+    _fork(chain, 2)
+    chain.mine([])
+    chain.mine([*anchor_txs(batches[0]), *anchor_txs(batches[1])])
+    out = follower.follow()
+    assert _summary(out) == _summary(Derivation(Source(chain), PARAMS).run())
+    assert [s.batch_number for s in out.stale] == [0, 1] and not out.applied
+    # A chain now shorter than what was scanned: starts over too.
+    del chain.blocks[3:]
+    assert _summary(follower.follow()) == _summary(Derivation(Source(chain), PARAMS).run())
