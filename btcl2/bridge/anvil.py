@@ -83,6 +83,12 @@ class Anvil:
         self.stop()
         raise Temporary(f"anvil did not answer on {self.url} within {timeout}s")
 
+    @property
+    def pid(self) -> int:
+        """The anvil process id, 0 when it is not running."""
+        proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else 0
+
     def _answers(self) -> bool:
         body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}).encode()
         req = urllib.request.Request(self.url, body, {"Content-Type": "application/json"})

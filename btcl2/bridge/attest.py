@@ -8,18 +8,22 @@ must pass the pairing check.
 """
 
 import dataclasses
-from typing import Any
+from typing import Any, Protocol
 
 from eth_account.signers.local import LocalAccount
 from eth_typing import BLSPubkey, BLSSignature
 from py_ecc.bls.g2_primitives import pubkey_to_G1, signature_to_G2
 from py_ecc.optimized_bls12_381.optimized_curve import normalize
 
+from btcl2.bitcoin.rpc import SyncBitcoinRPC
 from btcl2.bridge.artifacts import Artifact, load_artifact
 from btcl2.bridge.evm import Contract, EvmClient, Receipt
 from btcl2.core.attestation import Attestation, check_registration
 from btcl2.core.exits import ExitProof
 from btcl2.core.params import Params
+from btcl2.derive.l1 import RpcBlockSource
+from btcl2.derive.pipeline import Derivation
+from btcl2.errors import ReorgDetected, Temporary
 
 
 def _fp(value: Any) -> bytes:
@@ -111,3 +115,62 @@ def mint_exit(
         proof.sides,
         sender=sender,
     )
+
+
+def attested_batch(
+    client: EvmClient, bridge: Contract, batch_number: int
+) -> tuple[bytes, bytes, bytes] | None:
+    """(batch hash, post-state root, exits root) the Bridge holds for the batch; None when not attested."""
+    found: Any = client.call(bridge, "attestedBatch", batch_number)
+    roots = (bytes(found[0]), bytes(found[1]), bytes(found[2]))
+    return None if roots[0] == b"\x00" * 32 else roots
+
+
+def exit_minted(client: EvmClient, bridge: Contract, exit_id: bytes) -> bool:
+    """Whether the Bridge has minted the exit (its L2 tx hash)."""
+    return bool(client.call(bridge, "exitMinted", exit_id))
+
+
+def has_attestation_verifier(client: EvmClient, bridge: Contract) -> bool:
+    """Whether the Bridge has an AttestationVerifier (without one, attestations and exits are disabled)."""
+    return int(str(client.call(bridge, "attestationVerifier")), 16) != 0
+
+
+class AttestationSource(Protocol):
+    """Where the relayer learns of batch attestations on Bitcoin."""
+
+    def confirmed(self, min_confirmations: int) -> list[tuple[Attestation, bytes]]:
+        """Valid attestation records with at least `min_confirmations`, one per batch in batch order, each
+        with its Bitcoin txid (internal order)."""
+        ...
+
+
+class ReplayAttestations:
+    """Attestations as a replay of Bitcoin judges them (btcl2/derive): only records that name exactly the
+    batch hash, post-state root and exits root replay derived, with a verifying aggregate of at least M
+    registered signers. Replays again only when the best block changed."""
+
+    def __init__(self, node: SyncBitcoinRPC, params: Params, from_height: int) -> None:
+        self._node = node
+        self._params = params
+        self._from = from_height
+        self._tip_hash = ""
+        self._found: list[tuple[Attestation, bytes, int]] = []
+        self._tip = -1
+
+    def _refresh(self) -> None:
+        tip_hash = str(self._node.call("getbestblockhash"))
+        if tip_hash == self._tip_hash:
+            return
+        try:
+            outcome = Derivation(RpcBlockSource(self._node), self._params, self._from).run()
+        except ReorgDetected as exc:  # the chain kept moving under the scan: the next pass looks again
+            raise Temporary(f"replay for attestations: {exc}") from exc
+        report = outcome.attestations
+        found = [] if report is None else sorted(report.attested.items())
+        self._found = [(s.attestation, bytes.fromhex(s.txid)[::-1], s.height) for _, s in found]
+        self._tip, self._tip_hash = outcome.progress.tip, tip_hash
+
+    def confirmed(self, min_confirmations: int) -> list[tuple[Attestation, bytes]]:
+        self._refresh()
+        return [(a, txid) for a, txid, h in self._found if self._tip - h + 1 >= min_confirmations]

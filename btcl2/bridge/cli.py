@@ -191,7 +191,8 @@ def relayer_run(
 )
 @json_option
 def relayer_journal(datadir: Path, as_json: bool) -> None:
-    """Print the relayer's journal (every EVM transaction) and its deposits; the relayer must be stopped."""
+    """Print the relayer's journal (every EVM transaction), its deposits and the batch attestations it
+    submitted; the relayer must be stopped."""
     from btcl2.bridge.service import journal_report
     from btcl2.storage.db import Database
 
@@ -208,6 +209,10 @@ def relayer_journal(datadir: Path, as_json: bool) -> None:
     ]
     lines += [
         f"deposit {d['outpoint']} {d['status']} {d['mint_tx'] or ''}".rstrip() for d in report["deposits"]
+    ]
+    lines += [
+        f"attestation batch {a['batch']} {a['status']} {a['evm_tx'] or ''}".rstrip()
+        for a in report["attestations"]
     ]
     emit(as_json, report, lines)
 

@@ -1,10 +1,11 @@
-"""The relayer's journal in LevelDB: every EVM transaction before it is sent, and the EVM deposits it mints.
+"""The relayer's journal in LevelDB: every EVM transaction before it is sent, the EVM deposits it mints and the
+batch attestations it submits.
 
 A transaction is journaled (signed raw bytes, nonce, purpose) in one atomic, synced write before it is
 broadcast; a fee replacement is journaled as a further signed version of the same entry before it is sent.
 So after a crash the relayer finds every transaction it may have sent and reconciles it with the chain
-instead of guessing. An entry and the deposit change it causes (queued -> minting -> minted) always land in
-the same write, and so do a watcher event and the last applied sequence number, so the store is never half
+instead of guessing. An entry and the deposit change it causes (queued -> minting -> minted), or the
+attestation change (submitting -> attested), always land in the same write, and so do a watcher event and the last applied sequence number, so the store is never half
 updated.
 """
 
@@ -30,6 +31,8 @@ class Purpose(IntEnum):
     """BitcoinLightClient.submitHeaders."""
     MINT = 2
     """Bridge.mintWithProof for one deposit outpoint."""
+    ATTEST = 3
+    """Bridge.submitAttestation for one L2 batch (subject: the batch number, u64 BE)."""
 
 
 class TxStatus(IntEnum):
@@ -64,6 +67,25 @@ class DepositStatus(IntEnum):
 
 DONE_STATUSES = frozenset({DepositStatus.MINTED, DepositStatus.ALREADY_MINTED, DepositStatus.REJECTED})
 """Deposits in these states are finished: no event or restart brings them back."""
+
+
+class AttestStatus(IntEnum):
+    """Where the relayer's submission of one batch attestation to the Bridge stands."""
+
+    SUBMITTING = 1
+    """A submitAttestation transaction for it is journaled."""
+    ATTESTED = 2
+    """Stored on the Bridge by the relayer's own transaction."""
+    ALREADY_ATTESTED = 3
+    """The Bridge held it already (someone else submitted it): done, never retried."""
+    REJECTED = 4
+    """The Bridge refuses the record for good (e.g. BadAggregate): never retried."""
+    RETRY = 5
+    """Its transaction reverted or was dropped while the Bridge still lacks it: submitted again."""
+
+
+ATTEST_DONE = frozenset({AttestStatus.ATTESTED, AttestStatus.ALREADY_ATTESTED, AttestStatus.REJECTED})
+"""Attestations in these states are finished."""
 
 
 def _u64(n: int) -> bytes:
@@ -247,6 +269,53 @@ class DepositRecord:
         return cls(outpoint, recipient, amount, height, block_hash, status, journal_id, mint_tx, reason)
 
 
+@dataclass(frozen=True, slots=True)
+class AttestRecord:
+    """A batch attestation found on Bitcoin (K confirmations) and what became of its submission."""
+
+    batch_number: int
+    """The attested L2 batch."""
+    btc_txid: bytes
+    """The Bitcoin transaction carrying the record (internal order)."""
+    status: AttestStatus
+    """Where it stands."""
+    journal_id: int = 0
+    """The journal entry of its latest submitAttestation transaction (0: none)."""
+    evm_tx: bytes = b""
+    """The EVM transaction that stored it (ours, or another's when known), else empty."""
+    reason: str = ""
+    """Why it was rejected or retried, or who submitted it."""
+
+    def encode(self) -> bytes:
+        return (
+            _u64(self.batch_number)
+            + self.btc_txid
+            + bytes([self.status])
+            + _u64(self.journal_id)
+            + ser_bytes(self.evm_tx)
+            + _str(self.reason)
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> Self:
+        r = ByteReader(data)
+        try:
+            number = struct.unpack(">Q", r.read(8))[0]
+            txid = r.read(32)
+            status = AttestStatus(r.u8())
+            journal_id = struct.unpack(">Q", r.read(8))[0]
+            evm_tx = r.var_bytes()
+            reason = r.var_bytes().decode()
+        except (ValueError, UnicodeDecodeError) as e:
+            raise DecodeError(f"bad attestation record: {e}") from e
+        r.end()
+        return cls(number, txid, status, journal_id, evm_tx, reason)
+
+
+Effect = DepositRecord | AttestRecord
+"""What a journaled transaction changes besides itself: a deposit's mint or a batch's attestation."""
+
+
 def _queue_key(record: DepositRecord) -> bytes:
     return schema.RELAYER_QUEUE + struct.pack(">I", record.height) + outpoint_key(record.outpoint)
 
@@ -282,6 +351,15 @@ class RelayerStore:
                 out.append(record)
         return out
 
+    def attestation(self, batch_number: int) -> AttestRecord | None:
+        """The relayer's record of one batch attestation, if it found one."""
+        data = self.db.get(schema.RELAYER_ATTEST + _u64(batch_number))
+        return None if data is None else AttestRecord.decode(data)
+
+    def attestations(self) -> list[AttestRecord]:
+        """Every attestation record, by batch number."""
+        return [AttestRecord.decode(v) for _, v in self.db.iterate(schema.RELAYER_ATTEST)]
+
     def entry(self, entry_id: int) -> TxEntry | None:
         """One journal entry."""
         data = self.db.get(schema.RELAYER_TX + _u64(entry_id))
@@ -314,6 +392,12 @@ class RelayerStore:
                 self._put_deposit(wb, record)
             wb.put(schema.RELAYER_META + _META_SEQ, _u64(seq))
 
+    def _put_effect(self, wb: Any, effect: Effect) -> None:
+        if isinstance(effect, AttestRecord):
+            wb.put(schema.RELAYER_ATTEST + _u64(effect.batch_number), effect.encode())
+        else:
+            self._put_deposit(wb, effect)
+
     def _put_deposit(self, wb: Any, record: DepositRecord) -> None:
         wb.put(schema.RELAYER_DEPOSIT + outpoint_key(record.outpoint), record.encode())
         # The queue holds exactly the deposits waiting for a mint; drop any key of an older block first.
@@ -325,15 +409,19 @@ class RelayerStore:
 
     # --- the journal ---------------------------------------------------------------------------------------
 
-    def begin(self, entry: TxEntry, deposit: DepositRecord | None = None) -> TxEntry:
-        """Journal a new transaction (its id is assigned here) and the deposit it mints, atomically."""
+    def begin(self, entry: TxEntry, effect: Effect | None = None) -> TxEntry:
+        """Journal a new transaction (its id is assigned here) and the deposit it mints or the attestation
+        it submits (marked minting / submitting), atomically."""
         entry = replace(entry, id=self.next_id(), status=TxStatus.PENDING)
         with self.db.batch() as wb:
             wb.put(schema.RELAYER_TX + _u64(entry.id), entry.encode())
             wb.put(schema.RELAYER_OPEN + _u64(entry.id), b"")
             wb.put(schema.RELAYER_META + _META_NEXT_ID, _u64(entry.id + 1))
-            if deposit is not None:
-                self._put_deposit(wb, replace(deposit, status=DepositStatus.MINTING, journal_id=entry.id))
+            if isinstance(effect, AttestRecord):
+                submitting = replace(effect, status=AttestStatus.SUBMITTING, journal_id=entry.id)
+                self._put_effect(wb, submitting)
+            elif effect is not None:
+                self._put_deposit(wb, replace(effect, status=DepositStatus.MINTING, journal_id=entry.id))
         return entry
 
     def add_version(self, entry: TxEntry, version: SignedVersion) -> TxEntry:
@@ -343,17 +431,23 @@ class RelayerStore:
             wb.put(schema.RELAYER_TX + _u64(entry.id), entry.encode())
         return entry
 
-    def finish(self, entry: TxEntry, deposit: DepositRecord | None = None) -> None:
-        """Record a resolved entry (mined, reverted or dropped) and its deposit's new state, atomically."""
+    def finish(self, entry: TxEntry, effect: Effect | None = None) -> None:
+        """Record a resolved entry (mined, reverted or dropped) and its deposit's or attestation's new
+        state, atomically."""
         if entry.status == TxStatus.PENDING:
             raise ValueError("finish() takes a resolved entry")
         with self.db.batch() as wb:
             wb.put(schema.RELAYER_TX + _u64(entry.id), entry.encode())
             wb.delete(schema.RELAYER_OPEN + _u64(entry.id))
-            if deposit is not None:
-                self._put_deposit(wb, deposit)
+            if effect is not None:
+                self._put_effect(wb, effect)
 
     def set_deposit(self, deposit: DepositRecord) -> None:
         """Change one deposit record (e.g. found minted by someone else before we sent anything)."""
         with self.db.batch() as wb:
             self._put_deposit(wb, deposit)
+
+    def set_attestation(self, record: AttestRecord) -> None:
+        """Change one attestation record (e.g. found on the Bridge already before we sent anything)."""
+        with self.db.batch() as wb:
+            self._put_effect(wb, record)

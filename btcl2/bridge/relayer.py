@@ -10,7 +10,11 @@ Each pass, in this order:
      Bitcoin reorg that is exactly the new branch; the light client itself switches to the most work;
   4. mints: each queued deposit whose block has K confirmations on the light client is proven
      (Bridge.mintWithProof). An outpoint the Bridge already minted (minted() true, or AlreadyMinted) is
-     recorded as done, never retried; a deposit the Bridge refuses for good is recorded as rejected.
+     recorded as done, never retried; a deposit the Bridge refuses for good is recorded as rejected;
+  5. attestations (when the Bridge has an AttestationVerifier): every batch attestation that replay of
+     Bitcoin judges valid and that has K confirmations is submitted (Bridge.submitAttestation), in batch
+     order, journaled like a mint. A batch the Bridge already holds (attestedBatch set, or
+     BatchAlreadyAttested) is recorded as done; a record the Bridge refuses for good as rejected.
 
 Only the Bridge's own events are believed: logs are decoded by the Bridge's address, never by their shape.
 The relayer trusts nothing it submits: the contracts check every header and proof themselves.
@@ -20,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from eth_utils.crypto import keccak
 
@@ -28,9 +33,13 @@ from btcl2.bitcoin.rpc import SyncBitcoinRPC
 from btcl2.bridge.abi import Event, find_entry, signature
 from btcl2.bridge.evm import Contract, ContractRevert, EvmClient, events_of
 from btcl2.bridge.journal import (
+    ATTEST_DONE,
     DONE_STATUSES,
+    AttestRecord,
+    AttestStatus,
     DepositRecord,
     DepositStatus,
+    Effect,
     Purpose,
     RelayerStore,
     TxEntry,
@@ -46,12 +55,18 @@ from btcl2.failpoints import failpoint
 from btcl2.watcher.events import DepositConfirmed, DepositLike, DepositReorged, WatcherEvent
 from btcl2.watcher.watcher import Watcher
 
+if TYPE_CHECKING:  # the BLS machinery (py-ecc) is imported only by relayers that submit attestations
+    from btcl2.bridge.attest import AttestationSource
+    from btcl2.core.attestation import Attestation
+
 log = logging.getLogger(__name__)
 
 TRANSIENT_REVERTS = frozenset(
     {"BlockNotInBestChain", "InsufficientConfirmations", "MintCapExceeded", "BridgePaused", ""}
 )
 """Mint reverts that may pass later (more headers, a refilled bucket, an unpause): the deposit stays queued."""
+TRANSIENT_ATTEST_REVERTS = frozenset({"BridgePaused", ""})
+"""submitAttestation reverts that may pass later: the attestation is tried again at the next pass."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +129,8 @@ class Relayer:
         self.k = int(evm.call(bridge, "minConfirmations"))
         self.checkpoint_height = int(evm.call(light_client, "checkpointHeight"))
         self.watcher: Watcher | None = None
+        self.attestations: AttestationSource | None = None
+        """Batch attestations on Bitcoin to submit (None: the relayer does not submit attestations)."""
         self._stopping = asyncio.Event()
         self._warned_heavier: bytes | None = None
         wired = str(evm.call(bridge, "lightClient"))
@@ -152,7 +169,8 @@ class Relayer:
             return
         if not self.sync_headers():
             return
-        self.mint_queued()
+        if self.mint_queued():
+            self.submit_attestations()
 
     # --- watcher events ----------------------------------------------------------------------------------
 
@@ -204,9 +222,9 @@ class Relayer:
             self._record(resolved)
         return True
 
-    def _send_and_wait(self, entry: TxEntry, deposit: DepositRecord | None = None) -> bool:
+    def _send_and_wait(self, entry: TxEntry, effect: Effect | None = None) -> bool:
         """Journal, send and wait a little for the receipt; True if it was resolved within the wait."""
-        entry = self.sender.send(entry, deposit)
+        entry = self.sender.send(entry, effect)
         resolved = self.sender.wait(entry, self.config.receipt_wait)
         if resolved is None:
             return False
@@ -217,10 +235,12 @@ class Relayer:
         entry = resolved.entry
         step = entry.purpose.name.lower()
         failpoint("relayer.before_record", f"relayer.{step}.before_record")
-        if entry.purpose != Purpose.MINT:
-            self.store.finish(entry)
-        else:
+        if entry.purpose == Purpose.MINT:
             self.store.finish(entry, self._mint_outcome(resolved))
+        elif entry.purpose == Purpose.ATTEST:
+            self.store.finish(entry, self._attest_outcome(resolved))
+        else:
+            self.store.finish(entry)
         failpoint("relayer.after_record", f"relayer.{step}.after_record")
 
     def _mint_outcome(self, resolved: Resolved) -> DepositRecord | None:
@@ -307,11 +327,10 @@ class Relayer:
 
     # --- mints ---------------------------------------------------------------------------------------------
 
-    def mint_queued(self) -> None:
-        """Mint every queued deposit the light client has confirmed; stops at a transaction still in flight."""
-        for record in self.store.queued():
-            if not self._mint_one(record):
-                return
+    def mint_queued(self) -> bool:
+        """Mint every queued deposit the light client has confirmed; stops at a transaction still in flight
+        (False)."""
+        return all(self._mint_one(record) for record in self.store.queued())
 
     def _mint_one(self, record: DepositRecord) -> bool:
         """Try to mint one deposit; False if its transaction is still in flight."""
@@ -341,3 +360,75 @@ class Relayer:
         else:
             log.warning("relayer: the Bridge refuses deposit %s:%d: %s", op.txid_hex, op.vout, e)
             self.store.set_deposit(replace(record, status=DepositStatus.REJECTED, reason=e.name))
+
+    # --- attestations --------------------------------------------------------------------------------------
+
+    def submit_attestations(self) -> bool:
+        """Submit every valid attestation with K confirmations the Bridge lacks, in batch order; stops at a
+        transaction still in flight (False)."""
+        if self.attestations is None:
+            return True
+        for att, btc_txid in self.attestations.confirmed(self.k):
+            record = self.store.attestation(att.batch_number)
+            if record is not None and record.status in ATTEST_DONE:
+                continue
+            if record is None:
+                record = AttestRecord(att.batch_number, btc_txid, AttestStatus.RETRY)
+            if not self._submit_one(att, record):
+                return False
+        return True
+
+    def _submit_one(self, att: "Attestation", record: AttestRecord) -> bool:
+        """Try to submit one attestation; False if its transaction is still in flight."""
+        from btcl2.bridge.attest import attestation_args, attested_batch, bridge_with_verifier_errors
+
+        if attested_batch(self.evm, self.bridge, att.batch_number) is not None:
+            self.store.set_attestation(self._already_attested(record))
+            return True
+        subject = att.batch_number.to_bytes(8, "big")
+        try:
+            entry = self.sender.prepare(
+                Purpose.ATTEST,
+                subject,
+                bridge_with_verifier_errors(self.bridge),
+                "submitAttestation",
+                attestation_args(att),
+            )
+        except ContractRevert as e:
+            if e.name == "BatchAlreadyAttested":
+                self.store.set_attestation(self._already_attested(record))
+            elif e.name in TRANSIENT_ATTEST_REVERTS:
+                log.info("relayer: attestation of batch %d must wait: %s", att.batch_number, e)
+            else:
+                log.warning(
+                    "relayer: the Bridge refuses the attestation of batch %d: %s", att.batch_number, e
+                )
+                self.store.set_attestation(replace(record, status=AttestStatus.REJECTED, reason=e.name))
+            return True
+        log.info("relayer: submitting the attestation of batch %d", att.batch_number)
+        return self._send_and_wait(entry, record)
+
+    def _attest_outcome(self, resolved: Resolved) -> AttestRecord:
+        from btcl2.bridge.attest import attested_batch
+
+        entry = resolved.entry
+        number = int.from_bytes(entry.subject, "big")
+        record = self.store.attestation(number)
+        if record is None:
+            raise Critical(
+                f"journal entry {entry.id} submits batch {number}, which the relayer never recorded"
+            )
+        if entry.status == TxStatus.MINED:
+            mine = [e for e in events_of(self.bridge, resolved.receipt or ()) if e.name == "BatchAttested"]
+            if not any(int(e.args["batchNumber"]) == number for e in mine):
+                raise Critical(f"attestation tx 0x{entry.mined_hash.hex()} succeeded without BatchAttested")
+            log.info("relayer: batch %d attested on the Bridge in tx 0x%s", number, entry.mined_hash.hex())
+            return replace(record, status=AttestStatus.ATTESTED, evm_tx=entry.mined_hash, reason="")
+        if attested_batch(self.evm, self.bridge, number) is not None:
+            return self._already_attested(record)
+        # Reverted for another reason, or dropped: the next pass simulates it again and says what to do.
+        return replace(record, status=AttestStatus.RETRY, reason=entry.note)
+
+    def _already_attested(self, record: AttestRecord) -> AttestRecord:
+        log.info("relayer: batch %d was attested on the Bridge by another transaction", record.batch_number)
+        return replace(record, status=AttestStatus.ALREADY_ATTESTED, reason="BatchAlreadyAttested")

@@ -23,7 +23,7 @@ from eth_utils.address import to_checksum_address
 
 from btcl2.bridge.abi import encode_call
 from btcl2.bridge.evm import GAS_MARGIN_DEN, GAS_MARGIN_NUM, Contract, EvmClient, EvmRpcError, Fees, Receipt
-from btcl2.bridge.journal import DepositRecord, Purpose, RelayerStore, SignedVersion, TxEntry, TxStatus
+from btcl2.bridge.journal import Effect, Purpose, RelayerStore, SignedVersion, TxEntry, TxStatus
 from btcl2.errors import InvalidInput
 from btcl2.failpoints import failpoint
 
@@ -116,8 +116,9 @@ class TxSender:
     def _fail(self, step: str, entry: TxEntry) -> None:
         failpoint(f"relayer.{step}", f"relayer.{entry.purpose.name.lower()}.{step}")
 
-    def send(self, entry: TxEntry, effect: DepositRecord | None = None) -> TxEntry:
-        """Journal `entry` (with `effect`, a deposit record to mark minting) and only then broadcast it."""
+    def send(self, entry: TxEntry, effect: Effect | None = None) -> TxEntry:
+        """Journal `entry` (with `effect`, a deposit record to mark minting or an attestation record to mark
+        submitting) and only then broadcast it."""
         entry = self.store.begin(entry, effect)
         self._fail("after_journal", entry)
         self._broadcast(entry.latest.raw)

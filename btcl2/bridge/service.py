@@ -69,7 +69,8 @@ def build_relayer(setup: RelayerSetup, node: SyncBitcoinRPC, store: RelayerStore
 
 
 async def serve(setup: RelayerSetup) -> None:
-    """Run the relayer and its watcher until SIGINT/SIGTERM or a Critical error."""
+    """Run the relayer and its watcher until SIGINT/SIGTERM or a Critical error; with an AttestationVerifier
+    on the Bridge it also submits the batch attestations it finds on Bitcoin."""
     relayer_db = Database(setup.datadir / "relayer")
     watch_db = Database(setup.datadir / "watcher")
     params = setup.params
@@ -96,13 +97,20 @@ async def serve(setup: RelayerSetup) -> None:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, relayer.stop)
+            if int(str(setup.evm.call(setup.bridge, "attestationVerifier")), 16) != 0:
+                # Imported here: only a relayer that submits attestations loads the BLS machinery.
+                from btcl2.bridge.attest import ReplayAttestations
+
+                # Attestations are found by replaying Bitcoin from the L2's start, as every signer does.
+                relayer.attestations = ReplayAttestations(node, params, start)
             log.info(
-                "relayer: %s for Bridge %s, light client %s, K=%d, watching from height %d",
+                "relayer: %s for Bridge %s, light client %s, K=%d, watching from height %d, attestations %s",
                 setup.account.address,
                 setup.bridge.address,
                 relayer.light_client.address,
                 relayer.k,
                 start,
+                "on" if relayer.attestations is not None else "off (no verifier)",
             )
             await relayer.run()
     finally:
@@ -141,4 +149,20 @@ def journal_report(db: Database) -> dict[str, Any]:
         }
         for d in store.deposits()
     ]
-    return {"last_event": store.last_seq(), "transactions": txs, "deposits": deposits}
+    attestations = [
+        {
+            "batch": a.batch_number,
+            "btc_txid": a.btc_txid[::-1].hex(),
+            "status": a.status.name.lower(),
+            "journal_id": a.journal_id,
+            "evm_tx": "0x" + a.evm_tx.hex() if a.evm_tx else None,
+            "reason": a.reason,
+        }
+        for a in store.attestations()
+    ]
+    return {
+        "last_event": store.last_seq(),
+        "transactions": txs,
+        "deposits": deposits,
+        "attestations": attestations,
+    }

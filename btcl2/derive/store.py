@@ -5,6 +5,7 @@ both can be unified later):
 
     Rm + b"head"   -> batch number u64 BE || batch hash (32) || post-state root (32)
     Rm + b"from"   -> the Bitcoin height replay started at (u32 BE)
+    Rm + b"totals" -> deposited || withdrawn || exited (u64 BE each): sums over every batch written
     Rh + number    -> batch header encoding (number u64 BE)
     Rn + hash      -> sparse Merkle tree node (its hash preimage, see btcl2/core/smt.py)
     Ra + leaf      -> account encoding, keyed by its tree value keccak256(encoding)
@@ -17,12 +18,13 @@ write; a run starts by clearing the database, since replay always rebuilds from 
 """
 
 import struct
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from btcl2.core.smt import SparseMerkleTree
 from btcl2.core.state import State
 from btcl2.core.types import Batch, Hash32, Withdrawal
+from btcl2.errors import DecodeError
 from btcl2.storage import schema as S
 from btcl2.storage.db import Database
 
@@ -33,6 +35,18 @@ PREFIX_ACCOUNT = S.DERIVE_ACCOUNT
 PREFIX_WITHDRAWAL = S.DERIVE_WITHDRAWAL
 PREFIX_DEPOSIT = S.DERIVE_DEPOSIT
 _ALL = (PREFIX_META, PREFIX_HEADER, PREFIX_NODE, PREFIX_ACCOUNT, PREFIX_WITHDRAWAL, PREFIX_DEPOSIT)
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """Sums over every batch replayed so far (State.deposited, .withdrawn, .exited)."""
+
+    deposited: int
+    """Satoshis credited by deposits."""
+    withdrawn: int
+    """Satoshis burnt by withdrawals to Bitcoin."""
+    exited: int
+    """Satoshis burnt by exits to the EVM (the Bridge mints them once attested)."""
 
 
 class _NodeStore:
@@ -86,6 +100,10 @@ class DerivedStore:
             wb.put(PREFIX_HEADER + struct.pack(">Q", header.number), header.encode())
             head = struct.pack(">Q", header.number) + batch.hash + state.root
             wb.put(PREFIX_META + b"head", head)
+            # The sums are not in the state root; kept with the head so the store alone gives conservation's
+            # L2 terms (exits burnt on the L2 and not yet minted by the Bridge included).
+            totals = struct.pack(">QQQ", state.deposited, state.withdrawn, state.exited)
+            wb.put(PREFIX_META + b"totals", totals)
         self._nodes.pending.clear()
         return replace(state, tree=tree)
 
@@ -95,6 +113,15 @@ class DerivedStore:
         if raw is None:
             return None
         return struct.unpack(">Q", raw[:8])[0], Hash32(raw[8:40]), Hash32(raw[40:72])
+
+    def totals(self) -> Totals:
+        """The sums after the last batch written (all zero before the first)."""
+        raw = self._db.get(PREFIX_META + b"totals")
+        if raw is None:
+            return Totals(0, 0, 0)
+        if len(raw) != 24:
+            raise DecodeError(f"derived totals must be 24 bytes, not {len(raw)}")
+        return Totals(*struct.unpack(">QQQ", raw))
 
     def account_leaf(self, leaf: bytes) -> bytes | None:
         """The account encoding stored for a tree value."""

@@ -57,6 +57,8 @@ def describe(doc: DevnetFile) -> list[str]:
             ("WrappedBTC", doc.contracts.wbtc),
             ("BitcoinLightClient", doc.contracts.light_client),
         ]
+        if doc.contracts.attestation_verifier is not None:
+            rows.append(("AttestationVerifier", doc.contracts.attestation_verifier))
     rows += [("L2 start height", str(doc.from_height)), ("key files", str(doc.keys_dir))]
     rows += [(f"pid {p.name}", f"{p.pid}  log {p.log}") for p in doc.processes]
     rows.append(("supervisor pid", str(doc.supervisor_pid)))

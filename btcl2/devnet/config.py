@@ -49,6 +49,8 @@ class Contracts:
     """WrappedBTC."""
     light_client: str
     """BitcoinLightClient."""
+    attestation_verifier: str | None = None
+    """AttestationVerifier, set on the Bridge (None: a devnet made before attestations; `up` deploys it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +205,15 @@ def render(doc: DevnetFile) -> str:
     )
     if doc.contracts is not None:
         c = doc.contracts
-        lines += _table("contracts", {"bridge": c.bridge, "wbtc": c.wbtc, "light_client": c.light_client})
+        lines += _table(
+            "contracts",
+            {
+                "bridge": c.bridge,
+                "wbtc": c.wbtc,
+                "light_client": c.light_client,
+                "attestation_verifier": c.attestation_verifier,
+            },
+        )
     for proc in doc.processes:
         lines += _table(
             "process",
@@ -276,8 +286,15 @@ def parse(text: str, where: str = DEVNET_FILE) -> DevnetFile:
     )
     contracts = None
     if "contracts" in raw:
-        ct = _check_keys(raw["contracts"], {"bridge", "wbtc", "light_client"}, "[contracts]")
-        contracts = Contracts(*(_take(ct, k, str, "[contracts]") for k in ("bridge", "wbtc", "light_client")))
+        ct = _check_keys(
+            raw["contracts"], {"bridge", "wbtc", "light_client", "attestation_verifier"}, "[contracts]"
+        )
+        contracts = Contracts(
+            bridge=_take(ct, "bridge", str, "[contracts]"),
+            wbtc=_take(ct, "wbtc", str, "[contracts]"),
+            light_client=_take(ct, "light_client", str, "[contracts]"),
+            attestation_verifier=_take(ct, "attestation_verifier", str, "[contracts]", None),
+        )
     processes = []
     for entry in raw.get("process", []):
         pr = _check_keys(entry, {"name", "pid", "restarts", "status", "log"}, "[[process]]")

@@ -169,8 +169,7 @@ class AnvilChild:
         self.anvil.start()
 
     def pid(self) -> int:
-        proc = self.anvil._proc  # Anvil keeps its Popen private; the supervisor only reads its pid
-        return proc.pid if proc is not None and proc.poll() is None else 0
+        return self.anvil.pid
 
     def alive(self) -> bool:
         return self.pid() != 0

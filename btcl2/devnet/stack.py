@@ -5,6 +5,7 @@ All keys are devnet keys from published seeds (btcl2.core.params) or anvil's pub
 devnet holds no secret worth anything, and a fresh datadir gets the very same federation and poster.
 """
 
+import dataclasses
 import hashlib
 import os
 import secrets
@@ -53,6 +54,20 @@ def federation_keys(params: Params) -> list[PrivateKey]:
     return keys
 
 
+def attestation_secrets(params: Params) -> list[int]:
+    """The devnet signers' BLS attestation secrets, signer i's at index i - 1 (the bitmap's order), checked
+    against the parameters' registered attestation keys (whose proofs of possession Params carries)."""
+    from btcl2.core.attestation import public_key, secret_from_seed
+
+    n = len(params.federation_pubkeys)
+    secrets_ = [
+        secret_from_seed(hashlib.sha256(b"btcl2 devnet attestation %d" % i).digest()) for i in range(1, n + 1)
+    ]
+    if tuple(public_key(s) for s in secrets_) != params.attestation_pubkeys:
+        raise Critical("the rollup parameters' attestation keys are not the devnet's published ones")
+    return secrets_
+
+
 def check_federation(signers: int, threshold: int, params: Params) -> None:
     """The devnet's rollup parameters fix the federation: only their M-of-N is possible."""
     n, m = len(params.federation_pubkeys), params.federation_m
@@ -85,6 +100,17 @@ def _write_key(path: Path, key: PrivateKey) -> None:
         write_keyfile(path, KeyFile(key, REGTEST))
 
 
+def _write_secret(path: Path, text: str) -> None:
+    if not path.exists():
+        path.write_text(text + "\n")
+        path.chmod(0o600)
+
+
+def attest_signers_file(doc: DevnetFile) -> Path:
+    """The poster's list of attestation signers (`[[signers]]` url, token): BTCL2_ATTEST_SIGNERS."""
+    return doc.datadir / "config" / "attest-signers.toml"
+
+
 def write_role_files(doc: DevnetFile, params: Params) -> None:
     """Key files and TOML configurations of every role (keys are written once; configs at every start)."""
     assert doc.from_height is not None and doc.contracts is not None
@@ -92,10 +118,7 @@ def write_role_files(doc: DevnetFile, params: Params) -> None:
     conf = doc.datadir / "config"
     conf.mkdir(exist_ok=True)
     _write_key(doc.keys_dir / "poster.json", seed_key(b"btcl2 devnet poster"))
-    relayer = doc.keys_dir / "relayer.key"
-    if not relayer.exists():
-        relayer.write_text(RELAYER_KEY + "\n")
-        relayer.chmod(0o600)
+    _write_secret(doc.keys_dir / "relayer.key", RELAYER_KEY)
     (conf / "sequencer.toml").write_text(
         f"poll_interval = 0.2\nbatch_interval = 1.0\nstart_height = {doc.from_height}\n"
     )
@@ -104,13 +127,18 @@ def write_role_files(doc: DevnetFile, params: Params) -> None:
         f'evm_rpc = "{doc.evm_rpc}"\nbridge = "{doc.contracts.bridge}"\nfrom_height = {doc.from_height}\n'
     )
     signer_tables = ""
+    bls = attestation_secrets(params)
     for i, key in enumerate(federation_keys(params), 1):
         _write_key(doc.keys_dir / f"signer{i}.json", key)
+        attest_key = doc.keys_dir / f"signer{i}.bls"
+        _write_secret(attest_key, f"{bls[i - 1]:064x}")
         token = _token(doc, i)
         (conf / f"signer{i}.toml").write_text(
-            f'datadir = "{doc.datadir / f"signer{i}"}"\n{common}token = "{token}"\nport = {doc.ports.signers[i - 1]}\n'
+            f'datadir = "{doc.datadir / f"signer{i}"}"\n{common}token = "{token}"\n'
+            f'port = {doc.ports.signers[i - 1]}\nattestation_key_file = "{attest_key}"\n'
         )
         signer_tables += f'[[signers]]\nurl = "{doc.signer_url(i)}"\ntoken = "{token}"\n'
+    attest_signers_file(doc).write_text(signer_tables)
     (conf / "coordinator.toml").write_text(
         f'datadir = "{doc.datadir / "coordinator"}"\n{common}confirmer_key = "{CONFIRMER_KEY}"\n'
         f"port = {doc.ports.coordinator}\npoll_interval = 0.5\n{signer_tables}"
@@ -146,13 +174,15 @@ def role_children(doc: DevnetFile, params: Params) -> list[Child]:
         "--key", str(doc.keys_dir / "relayer.key"), "--poll-interval", "0.5",
         "--start-height", str(doc.from_height),
     )  # fmt: skip
+    # The sequencer's poster also posts the federation's batch attestations (btcl2/poster/attest.py).
+    seq_env = {**env, "BTCL2_ATTEST_SIGNERS": str(attest_signers_file(doc))}
     children: list[Child] = [
         CommandChild(
             "sequencer",
             sequencer,
             logs / "sequencer.log",
             lambda: jsonrpc_answers(doc.sequencer_rpc, "l2_status"),
-            env,
+            seq_env,
         ),
         CommandChild("relayer", relayer, logs / "relayer.log", None, env),
     ]
@@ -173,14 +203,31 @@ def role_children(doc: DevnetFile, params: Params) -> list[Child]:
 
 
 def deploy_contracts(evm_rpc: str, params: Params) -> Contracts:
-    """Deploy the light client (regtest genesis checkpoint), WBTC and the Bridge with the devnet keys."""
+    """Deploy the light client (regtest genesis checkpoint), WBTC, the Bridge and its AttestationVerifier
+    with the devnet keys."""
     from btcl2.bridge.deploy import REGTEST_GENESIS, BridgeConfig, deploy_bridge_stack
     from btcl2.bridge.evm import EvmClient, account
 
     owner, confirmer = account(DEPLOYER_KEY), account(CONFIRMER_KEY)
     config = BridgeConfig.for_params(params, REGTEST_GENESIS, owner.address, confirmer.address)
     dep = deploy_bridge_stack(EvmClient(evm_rpc), owner, config)
-    return Contracts(dep.bridge.address, dep.wbtc.address, dep.light_client.address)
+    contracts = Contracts(dep.bridge.address, dep.wbtc.address, dep.light_client.address)
+    return ensure_attestation_verifier(evm_rpc, contracts, params)
+
+
+def ensure_attestation_verifier(evm_rpc: str, contracts: Contracts, params: Params) -> Contracts:
+    """`contracts` with the Bridge's AttestationVerifier: the one already set on the Bridge, else a new one
+    deployed with the parameters' keys (proofs of possession checked first) and set by the owner."""
+    from btcl2.bridge.artifacts import load_artifact
+    from btcl2.bridge.attest import deploy_attestation_verifier
+    from btcl2.bridge.evm import Contract, EvmClient, account
+
+    client = EvmClient(evm_rpc)
+    bridge = Contract(contracts.bridge, load_artifact("Bridge"))
+    wired = str(client.call(bridge, "attestationVerifier"))
+    if int(wired, 16) == 0:
+        wired = deploy_attestation_verifier(client, account(DEPLOYER_KEY), bridge, params).address
+    return dataclasses.replace(contracts, attestation_verifier=wired)
 
 
 def check_contracts(evm_rpc: str, contracts: Contracts) -> None:

@@ -22,6 +22,7 @@ from btcl2.devnet.stack import (
     check_contracts,
     check_federation,
     deploy_contracts,
+    ensure_attestation_verifier,
     fund_poster,
     new_devnet,
     role_children,
@@ -119,6 +120,10 @@ class Supervisor:
             self.doc = dataclasses.replace(self.doc, contracts=deploy_contracts(doc.evm_rpc, self.params))
         else:
             check_contracts(doc.evm_rpc, doc.contracts)
+            if doc.contracts.attestation_verifier is None:  # a devnet made before attestations
+                log.info("deploying the attestation verifier")
+                verifier = ensure_attestation_verifier(doc.evm_rpc, doc.contracts, self.params)
+                self.doc = dataclasses.replace(self.doc, contracts=verifier)
         if not self.doc.funded:
             log.info("funding the poster")
             fund_poster(self.doc)

@@ -1,5 +1,5 @@
-"""Commands: `federation info`, `signer run`, `coordinator run`, and the user's `withdraw` (L2 or EVM) and
-`withdraw status`."""
+"""Commands: `federation info`, `signer run`, `coordinator run`, and the user's `withdraw` (L2 or EVM, or an
+exit from L2 to the EVM), `withdraw status` and `withdraw claim` (mint an attested exit)."""
 
 import asyncio
 import json
@@ -13,8 +13,9 @@ from typing import Any
 import click
 
 from btcl2.bitcoin.address import script_to_address
+from btcl2.bitcoin.rpc import RPCError
 from btcl2.federation.config import CoordinatorConfig, SignerConfig, load
-from btcl2.federation.payout import WithdrawalRef
+from btcl2.federation.payout import WithdrawalKind, WithdrawalRef
 from btcl2.logs import log_format_option, metrics_port_option
 from btcl2.wallet.amounts import format_btc, parse_amount, parse_sats
 from btcl2.wallet.clicommon import (
@@ -256,7 +257,8 @@ def withdraw(
         data = {"id": exit_id, "from": "l2", "to": to, "amount_sats": value, "status": "requested"}
         lines = [
             exit_id,
-            f"exit requested: {format_btc(value)} BTC to {to} (minted once its batch is attested)",
+            f"exit requested: {format_btc(value)} BTC to {to}; once its batch is attested on the Bridge, "
+            f"`btcl2 withdraw claim {exit_id} --key KEY` mints it",
         ]
         emit(as_json, data, lines)
         return
@@ -301,6 +303,52 @@ def fetch_status(coordinator_url: str, ref: WithdrawalRef) -> dict[str, Any] | N
         fail(f"coordinator at {coordinator_url} is unreachable: {e}")
 
 
+def _evm_options(f: Any) -> Any:
+    f = click.option(
+        "--bridge", envvar="BTCL2_BRIDGE", default=None, help="Bridge contract address [env BTCL2_BRIDGE]."
+    )(f)
+    return click.option(
+        "--evm-rpc", envvar="BTCL2_EVM_RPC", default=None, help="EVM JSON-RPC URL [env BTCL2_EVM_RPC]."
+    )(f)
+
+
+def _bridge(evm_rpc: str | None, bridge: str | None) -> tuple[Any, Any]:
+    from btcl2.bridge.artifacts import load_artifact
+    from btcl2.bridge.evm import Contract, EvmClient
+
+    if evm_rpc is None or bridge is None:
+        fail("exits need --evm-rpc and --bridge (or a devnet)")
+    return EvmClient(evm_rpc), Contract(bridge, load_artifact("Bridge"))
+
+
+def _exit_lines(view: Any) -> list[str]:
+    where = f"batch {view.batch}" if view.batch is not None else "no batch yet"
+    amount = format_btc(view.amount)
+    return [
+        f"exit 0x{view.exit_id.hex()}: {view.status} ({amount} BTC to {view.recipient}, {where})",
+        view.detail,
+    ]
+
+
+def _exit_status(ref: WithdrawalRef, sequencer: str, evm_rpc: str | None, bridge: str | None) -> Any:
+    """The exit's view when the sequencer says `ref` is an exit to the EVM; None otherwise (or unreachable)."""
+    from btcl2.bridge.exits import NotAnExit, UnknownExit, exit_view
+    from btcl2.errors import Temporary
+    from btcl2.wallet.l2client import L2Client
+
+    if ref.kind != WithdrawalKind.L2:
+        return None
+    l2 = L2Client(sequencer, retries=0)
+    try:
+        is_exit = l2.get_transaction("0x" + ref.id.hex()).get("type") == "exit"
+    except (Temporary, RPCError, NotAnExit, UnknownExit):
+        return None  # not the sequencer's to say: the coordinator answers for withdrawals to Bitcoin
+    if not is_exit:
+        return None
+    evm, contract = _bridge(evm_rpc, bridge)
+    return exit_view(l2, evm, contract, ref.id)
+
+
 @withdraw.command("status", cls=UserCommand)
 @click.argument("withdrawal_id")
 @click.option(
@@ -310,10 +358,24 @@ def fetch_status(coordinator_url: str, ref: WithdrawalRef) -> dict[str, Any] | N
     default=DEFAULT_COORDINATOR,
     show_default=True,
 )
+@sequencer_option
+@_evm_options
 @json_option
-def status(withdrawal_id: str, coordinator_url: str, as_json: bool) -> None:
-    """Where a withdrawal is: requested, signed k/M, broadcast, confirmed (with the Bitcoin txid)."""
+def status(
+    withdrawal_id: str,
+    coordinator_url: str,
+    sequencer: str,
+    evm_rpc: str | None,
+    bridge: str | None,
+    as_json: bool,
+) -> None:
+    """Where a withdrawal is: requested, signed k/M, broadcast, confirmed (with the Bitcoin txid); for an
+    exit to the EVM (its L2 tx hash): pending, attested (claimable with `withdraw claim`) or minted."""
     ref = WithdrawalRef.parse(withdrawal_id)
+    view = _exit_status(ref, sequencer, evm_rpc, bridge)
+    if view is not None:
+        emit(as_json, view.to_json(), _exit_lines(view))
+        return
     found = fetch_status(coordinator_url, ref)
     if found is None:
         fail(f"the coordinator does not know withdrawal {ref.text} (not final yet, or never requested)")
@@ -324,3 +386,64 @@ def status(withdrawal_id: str, coordinator_url: str, as_json: bool) -> None:
     if found.get("txid"):
         lines.append(f"bitcoin txid: {found['txid']}")
     emit(as_json, found, lines)
+
+
+@withdraw.command("claim", cls=UserCommand)
+@click.argument("exit_id")
+@click.option(
+    "--key",
+    "key_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Key file whose EVM account pays the gas (anyone may claim; the WBTC goes to the exit's recipient).",
+)
+@click.option("--wait", is_flag=True, help="Wait until the exit's batch is attested on the Bridge first.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=600.0,
+    show_default=True,
+    help="Seconds --wait waits at most.",
+)
+@sequencer_option
+@_evm_options
+@json_option
+def claim(
+    exit_id: str,
+    key_file: Path,
+    wait: bool,
+    timeout: float,
+    sequencer: str,
+    evm_rpc: str | None,
+    bridge: str | None,
+    as_json: bool,
+) -> None:
+    """Mint the WBTC of an L2 exit (EXIT_ID: the L2 tx hash `withdraw --to evm:` printed) once its batch is
+    attested on the Bridge: proves the exit under the attested exits root and calls Bridge.mintExit.
+    Fails with one line when the exit is unknown, not sealed, not attested yet, or already minted."""
+    from btcl2.bridge.evm import account
+    from btcl2.bridge.exits import claim_exit, parse_exit_id, wait_attested
+    from btcl2.wallet.addresses import to_checksum_address
+    from btcl2.wallet.keyfile import load_keyfile
+    from btcl2.wallet.l2client import L2Client
+
+    ident = parse_exit_id(exit_id)
+    sender = account(load_keyfile(key_file, network()).key.secret)
+    evm, contract = _bridge(evm_rpc, bridge)
+    l2 = L2Client(sequencer)
+    if wait:
+        wait_attested(l2, evm, contract, ident, timeout)
+    proof, receipt = claim_exit(l2, evm, contract, ident, sender)
+    record = proof.record
+    recipient = to_checksum_address(record.evm_address)
+    data = {
+        "id": "0x" + ident.hex(),
+        "status": "minted",
+        "amount_sats": int(record.amount),
+        "recipient": recipient,
+        "evm_tx": "0x" + receipt.tx_hash.hex(),
+    }
+    lines = [
+        f"minted {format_btc(int(record.amount))} WBTC to {recipient} (EVM tx 0x{receipt.tx_hash.hex()})"
+    ]
+    emit(as_json, data, lines)

@@ -4,16 +4,18 @@ signatures and put the record on Bitcoin in an authenticated attestation transac
 
 It runs inside the Poster's round (`Poster.attester`), after the anchors, so the two never pick the same
 coin: the coins of journaled anchors are excluded, and a broadcast attestation's coin is spent in the
-mempool. Its journal is one JSON file written atomically (temporary file, fsync, rename) BEFORE each
-broadcast: the next batch to attest and every attestation transaction not yet buried. A lost attestation
-transaction is sent again, or its batches are attested again; a repeated valid record is harmless (replay
-counts it as a repeat), so a crash at any point loses nothing and breaks nothing.
+mempool. Its journal lives in the poster's LevelDB (btcl2/storage/schema.py, POSTER_ATTEST_*): the next
+batch to attest and every attestation transaction not yet buried, each change one atomic, synced write
+made BEFORE the broadcast it announces. A lost attestation transaction is sent again, or its batches are
+attested again; a repeated valid record is harmless (replay counts it as a repeat), so a crash at any point
+loses nothing and breaks nothing.
 """
 
 import asyncio
 import json
 import logging
 import os
+import struct
 import tomllib
 import urllib.error
 import urllib.request
@@ -38,8 +40,10 @@ from btcl2.core.attestation import (
 from btcl2.core.exits import exit_records, exits_root
 from btcl2.core.params import Params
 from btcl2.core.types import Batch, Hash32
-from btcl2.errors import InvalidInput
+from btcl2.errors import Critical, InvalidInput
 from btcl2.poster.sources import BatchSource, spendable_coins
+from btcl2.storage import schema
+from btcl2.storage.db import Database
 from btcl2.wallet.keyfile import KeyFile
 
 log = logging.getLogger(__name__)
@@ -143,28 +147,69 @@ def collect(
     return att
 
 
+class AttestationJournal:
+    """The attestation poster's journal in the poster's LevelDB; every change is one atomic, synced write.
+
+    Layout: POSTER_ATTEST_META + b"next" -> the next batch to attest (u64 BE); POSTER_ATTEST_TX + txid
+    (display-order hex, ASCII) -> JSON {"hex", "batches"} of each attestation transaction not yet buried."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def next_batch(self) -> int:
+        """The next batch to attest (0 before the first)."""
+        raw = self._db.get(schema.POSTER_ATTEST_META + b"next")
+        return 0 if raw is None else int(struct.unpack(">Q", raw)[0])
+
+    def pending(self) -> list[dict[str, Any]]:
+        """Attestation transactions that may still confirm: {"txid", "hex", "batches"}."""
+        out = []
+        for key, value in self._db.iterate(schema.POSTER_ATTEST_TX):
+            try:
+                doc = json.loads(value)
+                out.append({"txid": key.decode(), "hex": str(doc["hex"]), "batches": list(doc["batches"])})
+            except (ValueError, KeyError, TypeError) as exc:
+                raise Critical(f"attestation journal entry {key!r} is corrupt: {exc}") from exc
+        return out
+
+    def write(self, next_batch: int, add: Sequence[dict[str, Any]] = (), drop: Sequence[str] = ()) -> None:
+        """Set the next batch, journal the transactions `add` and forget the txids `drop`, atomically."""
+        with self._db.batch() as wb:
+            for p in add:
+                value = json.dumps({"hex": p["hex"], "batches": p["batches"]}).encode()
+                wb.put(schema.POSTER_ATTEST_TX + p["txid"].encode(), value)
+            for txid in drop:
+                wb.delete(schema.POSTER_ATTEST_TX + txid.encode())
+            wb.put(schema.POSTER_ATTEST_META + b"next", struct.pack(">Q", next_batch))
+
+    def import_legacy(self, path: Path) -> None:
+        """Take over a JSON journal of an earlier version ({"next", "pending"}) in one write, then rename it
+        `<name>.imported`; nothing when there is no such file or the database already holds a journal."""
+        if not path.exists():
+            return
+        if self._db.get(schema.POSTER_ATTEST_META + b"next") is None:
+            try:
+                doc = json.loads(path.read_text())
+                pending = [p for p in doc.get("pending", []) if "txid" in p and "hex" in p]
+                self.write(int(doc.get("next", 0)), pending)
+            except (OSError, ValueError, TypeError, AttributeError) as exc:
+                raise Critical(f"cannot import the attestation journal {path}: {exc}") from exc
+        os.replace(path, path.with_name(path.name + ".imported"))
+
+
 class AttestationPoster:
     """Attests anchored batches in order; `tick(poster)` runs inside the Poster's round."""
 
     def __init__(
-        self, journal_path: Path, signers: Sequence[AttestSigner], batches: BatchSource, params: Params
+        self, db: Database, signers: Sequence[AttestSigner], batches: BatchSource, params: Params
     ) -> None:
         check_registration(params.attestation_pubkeys, params.attestation_pops, params.attestation_m)
-        self._path = journal_path
+        self.journal = AttestationJournal(db)
         self._signers = list(signers)
         self._batches = batches
         self._params = params
-        doc = json.loads(journal_path.read_text()) if journal_path.exists() else {}
-        self.next_batch: int = int(doc.get("next", 0))
-        self.pending: list[dict[str, Any]] = list(doc.get("pending", []))
-
-    def _save(self) -> None:
-        tmp = self._path.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            json.dump({"next": self.next_batch, "pending": self.pending}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self._path)
+        self.next_batch: int = self.journal.next_batch()
+        self.pending: list[dict[str, Any]] = self.journal.pending()
 
     def reserved(self) -> set[OutPoint]:
         """Inputs of attestation transactions that may still confirm."""
@@ -221,9 +266,10 @@ class AttestationPoster:
             )
             return
         numbers = [a.batch_number for a in records]
-        self.pending.append({"txid": tx.txid_hex, "hex": tx.hex(), "batches": numbers, "confirmed": 0})
+        entry = {"txid": tx.txid_hex, "hex": tx.hex(), "batches": numbers}
+        self.journal.write(numbers[-1] + 1, add=[entry])
+        self.pending.append(entry)
         self.next_batch = numbers[-1] + 1
-        self._save()
         try:
             await rpc.call("sendrawtransaction", tx.hex())
         except RPCError as exc:
@@ -233,7 +279,8 @@ class AttestationPoster:
 
     async def _reconcile(self, rpc: BitcoinRPC) -> None:
         keep = []
-        changed = False
+        drop: list[str] = []
+        next_batch = self.next_batch
         for p in self.pending:
             try:
                 found = await rpc.call("getrawtransaction", p["txid"], True)
@@ -241,7 +288,7 @@ class AttestationPoster:
             except RPCError:
                 confs = -1
             if confs >= BURIED_CONFS:
-                changed = True
+                drop.append(p["txid"])
                 continue
             if confs < 0:
                 try:
@@ -249,10 +296,10 @@ class AttestationPoster:
                 except RPCError as exc:
                     # Its coin went elsewhere: attest those batches again in a new transaction.
                     log.warning("attester: %s is gone (%s); batches %s again", p["txid"], exc, p["batches"])
-                    self.next_batch = min(self.next_batch, min(p["batches"]))
-                    changed = True
+                    next_batch = min(next_batch, min(p["batches"]))
+                    drop.append(p["txid"])
                     continue
             keep.append(p)
-        if changed:
-            self.pending = keep
-            self._save()
+        if drop:
+            self.journal.write(next_batch, drop=drop)
+            self.pending, self.next_batch = keep, next_batch

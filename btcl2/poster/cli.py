@@ -17,7 +17,7 @@ from btcl2.bitcoin.rpc import BitcoinRPC, RPCError
 from btcl2.core.params import Params
 from btcl2.errors import BtcL2Error
 from btcl2.logs import log_format_option, setup_logging
-from btcl2.poster.attest import AttestationPoster, load_signers
+from btcl2.poster.attest import AttestationJournal, AttestationPoster, load_signers
 from btcl2.poster.fees import FeePolicy
 from btcl2.poster.journal import Journal
 from btcl2.poster.service import Poster, PosterSettings
@@ -27,8 +27,8 @@ from btcl2.wallet.keyfile import load_keyfile
 
 log = logging.getLogger(__name__)
 
-ATTESTATION_JOURNAL = "attestations.json"
-"""The attestation poster's journal, next to the poster's journal directory."""
+LEGACY_ATTESTATION_JOURNAL = "attestations.json"
+"""Where earlier versions kept the attestation journal (next to the poster's database); imported once."""
 JOURNAL_DIR = "poster"
 """The journal's LevelDB directory under the datadir (the sequencer's datadir with --post)."""
 
@@ -45,14 +45,14 @@ def make_poster(
     """A Poster over the journal in `db`, signing with the key file at `key_path`.
 
     With `attest_signers` (or the environment variable BTCL2_ATTEST_SIGNERS) naming a TOML file of
-    `[[signers]]` (url, token), it also posts the federation's batch attestations, journaled in
-    `<journal dir>/../attestations.json`."""
+    `[[signers]]` (url, token), it also posts the federation's batch attestations, journaled in the same
+    database (a JSON journal `<journal dir>/../attestations.json` of an earlier version is imported once)."""
     keyfile = load_keyfile(key_path, network_by_name(params.network))
     poster = Poster(rpc, Journal(db), batches, keyfile, params, settings)
     signers_file = attest_signers or os.environ.get("BTCL2_ATTEST_SIGNERS")
     if signers_file:
-        journal = Path(db.path).parent / ATTESTATION_JOURNAL
-        poster.attester = AttestationPoster(journal, load_signers(Path(signers_file)), batches, params)
+        AttestationJournal(db).import_legacy(Path(db.path).parent / LEGACY_ATTESTATION_JOURNAL)
+        poster.attester = AttestationPoster(db, load_signers(Path(signers_file)), batches, params)
     return poster
 
 

@@ -63,3 +63,10 @@ FED_COORD_META = b"Cm"  # b"active" / b"next" -> payout number u64 BE
 FED_COORD_PAYOUT = b"Cp"  # payout number u64 BE -> JSON journal entry
 FED_COORD_WITHDRAWAL = b"Cw"  # withdrawal ref -> number of the latest payout carrying it
 FED_COORD_PAID = b"Cd"  # withdrawal ref -> txid of the payout that paid it (F confirmations)
+
+# The relayer's batch attestations (btcl2/bridge/journal.py): each submitAttestation is journaled with its record.
+RELAYER_ATTEST = b"Ea"  # batch number (u64 BE) -> AttestRecord (Bitcoin txid, status, journal id, EVM tx)
+
+# The poster's attestation journal (btcl2/poster/attest.py), in the poster's database: written before broadcast.
+POSTER_ATTEST_META = b"Pa"  # b"next" -> next batch to attest (u64 BE)
+POSTER_ATTEST_TX = b"Pb"  # attestation txid (display-order hex, ASCII) -> JSON {hex, batches}: not yet buried
