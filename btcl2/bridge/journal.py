@@ -351,6 +351,20 @@ class RelayerStore:
                 out.append(record)
         return out
 
+    def unsettled(self) -> list[DepositRecord]:
+        """Minted deposits not yet buried deep enough in the EVM chain to be past a reorg."""
+        out = []
+        for key, _ in self.db.iterate(schema.RELAYER_UNSETTLED):
+            record = self.deposit(outpoint_from_key(key))
+            if record is not None and record.status in (DepositStatus.MINTED, DepositStatus.ALREADY_MINTED):
+                out.append(record)
+        return out
+
+    def settle(self, outpoint: OutPoint) -> None:
+        """Stop watching a mint: the EVM chain has buried it."""
+        with self.db.batch() as wb:
+            wb.delete(schema.RELAYER_UNSETTLED + outpoint_key(outpoint))
+
     def attestation(self, batch_number: int) -> AttestRecord | None:
         """The relayer's record of one batch attestation, if it found one."""
         data = self.db.get(schema.RELAYER_ATTEST + _u64(batch_number))
@@ -406,6 +420,11 @@ class RelayerStore:
             wb.delete(_queue_key(old))
         if record.status == DepositStatus.CONFIRMED:
             wb.put(_queue_key(record), b"")
+        # Minted (by us or another): watched until the EVM chain has buried the mint (Relayer.recheck_mints).
+        if record.status in (DepositStatus.MINTED, DepositStatus.ALREADY_MINTED):
+            wb.put(schema.RELAYER_UNSETTLED + outpoint_key(record.outpoint), b"")
+        else:
+            wb.delete(schema.RELAYER_UNSETTLED + outpoint_key(record.outpoint))
 
     # --- the journal ---------------------------------------------------------------------------------------
 

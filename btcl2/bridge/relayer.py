@@ -5,6 +5,8 @@ Each pass, in this order:
      Bridge's minConfirmations), and their reorgs; they are queued in the relayer's store;
   2. the pending EVM transaction, if any, is reconciled with the chain (see btcl2.bridge.sender): nothing
      new is sent while one is in flight;
+     then every mint not yet buried `evm_settle_depth` EVM blocks deep is checked with the Bridge's minted():
+     one an EVM reorg dropped is queued again;
   3. headers: the light client is asked whether the node's tip is on its best chain; if not, the relayer finds
      the newest height where both chains agree and submits the node's headers above it, in batches. After a
      Bitcoin reorg that is exactly the new branch; the light client itself switches to the most work;
@@ -30,6 +32,7 @@ from eth_utils.crypto import keccak
 
 from btcl2.bitcoin.block import Block, BlockHeader
 from btcl2.bitcoin.rpc import SyncBitcoinRPC
+from btcl2.bitcoin.tx import OutPoint
 from btcl2.bridge.abi import Event, find_entry, signature
 from btcl2.bridge.evm import Contract, ContractRevert, EvmClient, events_of
 from btcl2.bridge.journal import (
@@ -81,6 +84,8 @@ class RelayerConfig:
     """Seconds to wait for a just-sent transaction's receipt before moving on to the next pass."""
     max_backoff: float = 30.0
     """Longest wait after repeated temporary failures."""
+    evm_settle_depth: int = 12
+    """EVM blocks after which a mint is no longer watched for a reorg that drops it."""
 
 
 def _is_evm(deposit: DepositLike) -> bool:
@@ -133,6 +138,8 @@ class Relayer:
         """Batch attestations on Bitcoin to submit (None: the relayer does not submit attestations)."""
         self._stopping = asyncio.Event()
         self._warned_heavier: bytes | None = None
+        self._minted_seen: dict[OutPoint, int] = {}
+        """Unsettled mint -> the EVM block at which this process first saw it minted."""
         wired = str(evm.call(bridge, "lightClient"))
         if wired.lower() != light_client.address.lower():
             raise Critical(f"the Bridge reads light client {wired}, not {light_client.address}")
@@ -167,6 +174,7 @@ class Relayer:
         """The EVM side of one pass: reconcile, headers, mints (blocking)."""
         if not self._settle_open():
             return
+        self.recheck_mints()
         if not self.sync_headers():
             return
         if self.mint_queued():
@@ -270,6 +278,27 @@ class Relayer:
         tx = events[0].tx_hash if events else b""
         log.info("relayer: deposit %s:%d was minted by another transaction", op.txid_hex, op.vout)
         return replace(record, status=DepositStatus.ALREADY_MINTED, mint_tx=tx, reason="AlreadyMinted")
+
+    def recheck_mints(self) -> None:
+        """Queue again every minted deposit an EVM reorg un-minted; stop watching the ones buried
+        `evm_settle_depth` blocks deep (counted from when this process first saw them minted)."""
+        head = self.evm.block_number()
+        for record in self.store.unsettled():
+            op = record.outpoint
+            if not self.evm.call(self.bridge, "minted", op.txid, op.vout):
+                log.warning(
+                    "relayer: the mint of %s:%d (tx 0x%s) left the EVM chain: minting it again",
+                    op.txid_hex,
+                    op.vout,
+                    record.mint_tx.hex(),
+                )
+                self._minted_seen.pop(op, None)
+                self.store.set_deposit(
+                    replace(record, status=DepositStatus.CONFIRMED, mint_tx=b"", reason="mint reorged out")
+                )
+            elif head - self._minted_seen.setdefault(op, head) >= self.config.evm_settle_depth:
+                self._minted_seen.pop(op)
+                self.store.settle(op)
 
     # --- headers -------------------------------------------------------------------------------------------
 

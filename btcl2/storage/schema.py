@@ -48,6 +48,7 @@ RELAYER_TX = b"Et"  # journal id (u64 BE) -> TxEntry (purpose, subject, nonce, s
 RELAYER_OPEN = b"Eo"  # journal id (u64 BE) -> b"": entries still pending (at most one)
 RELAYER_DEPOSIT = b"Ed"  # outpoint (txid + vout u32 BE) -> DepositRecord (status, block, raw tx, mint tx)
 RELAYER_QUEUE = b"Eq"  # height (u32 BE) + outpoint -> b"": confirmed EVM deposits waiting for their mint
+RELAYER_UNSETTLED = b"Eu"  # outpoint -> b"": minted deposits whose mint an EVM reorg may still undo
 
 # The poster's journal (btcl2/poster/journal.py): every anchor transaction it signs, written before it is sent.
 POSTER_TX = b"Pt"  # batch number (u64 BE) + chunk (u16 BE) + version (u16 BE) -> JournalEntry

@@ -272,6 +272,31 @@ def test_two_deposits_in_one_block(
     assert {deposit_entry(journal, t)["status"] for t in (tx_a, tx_b)} == {"minted"}
 
 
+def test_evm_reorg_that_drops_a_mint_mints_again_once(
+    evm: EvmClient, node: RegtestNode, pool: CoinPool, stack: Deployment, relayers: list[RelayerProcess]
+) -> None:
+    """An EVM reorg replaces the block holding a mint: the relayer sees the Bridge no longer minted it and
+    mints it again, once."""
+    r = relayers[0]
+    r.start()
+    wait_synced(evm, stack, node, r)
+    who = fresh_recipient()
+    tx = send_deposit(node, pool, 345_678, bytes.fromhex(who[2:]))
+    mine(node, K, MINER.p2wpkh_address)
+    wait_until(lambda: balance(evm, stack, who) == 345_678, TIMEOUT, "the mint")
+    first = mint_tx_of(evm, stack, tx)
+    assert evm.wait_for_receipt(first, 0.0).block_number == evm.block_number()  # the newest EVM block
+    evm.rpc("anvil_reorg", 1, [])  # that block replaced by an empty one: the mint is gone
+    assert balance(evm, stack, who) == 0 and minted_events(evm, stack.bridge, tx.txid) == []
+    wait_until(lambda: balance(evm, stack, who) == 345_678, TIMEOUT, "the mint sent again")
+    # Exactly one Minted event on the chain; the new mint may be byte-identical to the first (same nonce,
+    # fees and call once the reorg rewound the relayer's nonce), so the log says it was sent again.
+    again = mint_tx_of(evm, stack, tx)
+    r.stop()
+    assert deposit_entry(r.journal(), tx)["mint_tx"] == "0x" + again.hex()
+    assert f"the mint of {tx.txid_hex}:{fed_vout(tx)} (tx 0x{first.hex()}) left the EVM chain" in r.log()
+
+
 def test_reorg_light_client_follows_and_orphaned_deposit_is_never_minted(
     evm: EvmClient, node: RegtestNode, pool: CoinPool, stack: Deployment, relayers: list[RelayerProcess]
 ) -> None:
