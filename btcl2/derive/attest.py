@@ -68,6 +68,8 @@ class AttestationReport:
     """Invalid records, in chain order."""
     repeats: int = 0
     """Further valid attestations of an already attested batch."""
+    stale: int = 0
+    """Attestations of a batch version whose anchors replay found stale (sealed again after a reorg)."""
     verify_seconds: float = 0.0
     """Time spent in signature verification."""
 
@@ -97,14 +99,22 @@ class AttestationStage:
         if records and is_authenticated_anchor(tx, self._params.poster_pubkey):
             self.seen.extend(SeenAttestation(a, tx.txid_hex, height) for a in records)
 
-    def judge(self, applied: dict[int, tuple[bytes, bytes, bytes]]) -> AttestationReport:
-        """Check every record against `applied` (batch number -> batch hash, post-state root, exits root)."""
+    def judge(
+        self, applied: dict[int, tuple[bytes, bytes, bytes]], stale: frozenset[bytes] = frozenset()
+    ) -> AttestationReport:
+        """Check every record against `applied` (batch number -> batch hash, post-state root, exits root).
+
+        A record naming a batch hash in `stale` (versions whose L1 origin a reorg took; the members attested
+        them while they were valid) is counted apart, not judged: the number is sealed again."""
         p = self._params
         report = AttestationReport(failures=list(self.unreadable))
         if self.seen:
             check_registration(p.attestation_pubkeys, p.attestation_pops, p.attestation_m)
         for seen in self.seen:
             att = seen.attestation
+            if att.batch_hash in stale:
+                report.stale += 1
+                continue
             try:
                 found = applied.get(att.batch_number)
                 if found is None:

@@ -194,6 +194,7 @@ class Derivation:
         self._applied_hash: dict[int, bytes] = {}
         self._loose: list[Rejection] = []
         self._conflicts: list[Rejection] = []
+        self._stale_hashes: set[bytes] = set()
         self._repeats = 0
         # Attestations: the stage's records, and what replay derived per applied batch to judge them by.
         self._attestations.reset()
@@ -301,6 +302,7 @@ class Derivation:
             if self._applied_hash[number] == anchored.batch.hash:
                 self._repeats += 1
             elif self._origin_reorged(anchored):
+                self._stale_hashes.add(anchored.batch.hash)
                 self._out.stale.append(Rejection(number, anchored.anchors, self._stale_finding(anchored)))
             else:
                 finding = Finding(
@@ -363,6 +365,7 @@ class Derivation:
             finding = diagnose(state, batch, self._params, exc)
             rejection = Rejection(batch.header.number, anchored.anchors, finding)
             if isinstance(exc, L1OriginReorged):
+                self._stale_hashes.add(batch.hash)
                 self._out.stale.append(rejection)
             else:
                 self._rejections[batch.header.number].append(rejection)
@@ -401,7 +404,7 @@ class Derivation:
 
     def _judge_attestations(self) -> None:
         """Check every attestation record; the first invalid one fails the run if nothing failed before."""
-        report = self._attestations.judge(self._attested_roots)
+        report = self._attestations.judge(self._attested_roots, frozenset(self._stale_hashes))
         self._out.attestations = report
         if report.failures and self._out.divergence is None:
             f = report.failures[0]
@@ -438,6 +441,7 @@ class Derivation:
         for number, waiting in list(self._candidates.items()):  # later stale versions wait for no one
             if number > nxt:
                 stale = [a for a in waiting if self._origin_reorged(a)]
+                self._stale_hashes.update(a.batch.hash for a in stale)
                 out.stale += [Rejection(number, a.anchors, self._stale_finding(a)) for a in stale]
                 self._candidates[number] = [a for a in waiting if not self._origin_reorged(a)]
         later = sorted(

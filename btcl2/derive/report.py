@@ -67,6 +67,7 @@ def _attestations_json(out: Outcome) -> dict[str, Any]:
         ],
         "unattested": list(report.unattested),
         "attestation_failures": [asdict(f) for f in report.failures],
+        "stale_attestations": report.stale,
         "attestation_verify_seconds": round(report.verify_seconds, 3),
     }
 

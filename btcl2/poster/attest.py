@@ -211,6 +211,13 @@ class AttestationPoster:
         self.next_batch: int = self.journal.next_batch()
         self.pending: list[dict[str, Any]] = self.journal.pending()
 
+    def rewind(self, first: int) -> None:
+        """The sequencer sealed batch `first` (and the later ones) again: attest them anew once anchored.
+        Records of the old versions already sent stay; replay counts them as stale."""
+        if self.next_batch > first:
+            self.journal.write(first)
+            self.next_batch = first
+
     def reserved(self) -> set[OutPoint]:
         """Inputs of attestation transactions that may still confirm."""
         return {txin.prevout for p in self.pending for txin in Tx.from_hex(p["hex"]).vin}

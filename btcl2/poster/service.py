@@ -190,6 +190,8 @@ class Poster:
                 continue
             moved = self.journal.forget_from(number)
             self._active_from = min(self._active_from, number)
+            if self.attester is not None:
+                self.attester.rewind(number)
             log.warning(
                 "poster: the sequencer sealed batch %d again (a reorg took the L1 origin of the version "
                 "anchored): %d journal entries from batch %d on are stale; posting the new versions",

@@ -7,8 +7,10 @@ from pathlib import Path
 from btcl2.bitcoin.block import Block, BlockHeader
 from btcl2.bitcoin.tx import OutPoint, Tx, TxIn, TxOut
 from btcl2.core.anchor import Codec, encode_anchor_outputs
+from btcl2.core.attestation import Attestation, aggregate, bitmap_of, secret_from_seed, sign_message
 from btcl2.core.deposits import Deposit, DepositKind, deposit_tag_script
 from btcl2.core.eip712 import address_from_private_key, sign
+from btcl2.core.exits import exit_records, exits_root
 from btcl2.core.params import Params
 from btcl2.core.state import State
 from btcl2.core.transition import build_batch, transactions_root
@@ -17,6 +19,9 @@ from btcl2.derive.pipeline import Derivation, Outcome
 from btcl2.derive.store import DerivedStore
 
 PARAMS = Params()
+ATTESTATION_SECRETS = [
+    secret_from_seed(hashlib.sha256(b"btcl2 devnet attestation %d" % i).digest()) for i in (1, 2, 3)
+]
 ALICE_KEY = hashlib.sha256(b"alice").digest()
 ALICE = address_from_private_key(ALICE_KEY)
 BOB = address_from_private_key(hashlib.sha256(b"bob").digest())
@@ -84,6 +89,17 @@ def anchor_txs(
         )
         for i, outs in enumerate(encode_anchor_outputs(batch, codec, size))
     ]
+
+
+def attestation_tx(batch: Batch) -> Tx:
+    """The poster's transaction carrying the members' attestation of `batch` (signers 1 and 2 of 3)."""
+    roots = (batch.hash, batch.header.post_state_root, exits_root(exit_records(batch, PARAMS.l2_chain_id)))
+    unsigned = Attestation(batch.header.number, *roots, 0, b"")
+    message = unsigned.message(PARAMS.l2_chain_id)
+    signature = aggregate([sign_message(secret, message) for secret in ATTESTATION_SECRETS[:2]])
+    record = replace(unsigned, signers=bitmap_of([0, 1]), signature=signature)
+    op = OutPoint(hashlib.sha256(b"attest" + batch.hash).digest(), 0)
+    return Tx(2, (TxIn(op, witness=POSTER_WITNESS),), (record.output(),), 0)
 
 
 def setup_chain() -> tuple[FakeChain, list[Batch], State]:
@@ -233,9 +249,14 @@ def test_stale_batches_after_a_reorg_fail_nothing() -> None:
     again = build_batch(State(), PARAMS, [credit], [], (3, chain.hash(3)), 102)
     chain.mine(anchor_txs(again.batch))
     chain.mine(anchor_txs(batches[0]))  # another copy of the stale version after the new one applied
+    chain.mine([attestation_tx(batches[0])])  # the members attested the old version while it was valid
     out = Derivation(Source(chain), PARAMS).run()
     assert out.divergence is None and out.state.root == again.state.root and len(out.applied) == 1
     assert [s.batch_number for s in out.stale] == [0, 1, 0] and not out.conflicts
+    assert out.attestations is not None and out.attestations.stale == 1 and not out.attestations.failures
+    chain.mine([attestation_tx(again.batch)])
+    out = Derivation(Source(chain), PARAMS).run()
+    assert out.attestations is not None and list(out.attestations.attested) == [0]
     # A batch whose origin hash names no block of the scanned chain at a height it has is the same case;
     # one whose origin height lies outside the scanned range is still a divergence.
     far = build_batch(again.state, PARAMS, [], [], (50, chain.hash(3)), 103).batch
