@@ -7,7 +7,8 @@ another sender's). A transaction with a pending sender + nonce and a strictly hi
 and keeps its place in line. Batches take transactions in arrival order, which respects each sender's
 nonce order because nonces arrive in sequence.
 
-Pending transactions live only in memory: they are not durable until a batch seals them.
+Pending transactions live in memory: they are durable once a batch seals them. A clean shutdown saves
+them (`Sequencer.save_mempool`) for the next start; a kill -9 loses them, as it does Bitcoin Core's.
 """
 
 from collections.abc import Callable, Iterable, Sequence

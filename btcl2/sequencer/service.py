@@ -129,6 +129,7 @@ class Sequencer:
         self.anchors: AnchorTracker | None = None
         """The poster, when it runs in this process (`--post`): sealed transactions then report
         anchored/final."""
+        self._readmit_saved()
 
     def set_logged_seq(self, logged_seq: Callable[[], int]) -> None:
         """Tell the sequencer how to read the watcher's next event sequence number."""
@@ -424,6 +425,27 @@ class Sequencer:
         """Ask run() to return."""
         self._stopping.set()
         self._wake.set()
+
+    def save_mempool(self) -> None:
+        """Keep the pending transactions for the next start (a clean shutdown; like Bitcoin Core, what a
+        kill -9 leaves pending is lost, and its senders send it again)."""
+        returned = {r.signed.tx_hash for r in self.store.returned()}
+        pending = [e.signed for e in self.mempool.candidates(len(self.mempool)) if e.tx_hash not in returned]
+        self.store.save_mempool(pending)
+        log.info("sequencer: %d pending transaction(s) saved for the next start", len(pending))
+
+    def _readmit_saved(self) -> None:
+        """Admit again the transactions saved at the last clean shutdown; those now invalid are dropped."""
+        saved = self.store.take_mempool()
+        kept = 0
+        for raw in saved:
+            try:
+                self.submit(raw)
+                kept += 1
+            except InvalidInput as exc:
+                log.info("sequencer: a saved transaction is no longer valid: %s: %s", type(exc).__name__, exc)
+        if saved:
+            log.info("sequencer: %d of %d saved pending transaction(s) admitted again", kept, len(saved))
 
     # --- queries ---------------------------------------------------------------------------------------
 

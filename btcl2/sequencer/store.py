@@ -402,6 +402,22 @@ class SequencerStore:
                 wb.put(schema.SEQ_RETURNED + record.signed.tx_hash, _u64(order) + record.encode())
         return removed
 
+    def save_mempool(self, pending: list[SignedTx]) -> None:
+        """Keep the pending transactions across a clean shutdown (one write, replacing any saved before)."""
+        with self.db.batch() as wb:
+            for key, _ in self.db.iterate(schema.SEQ_MEMPOOL):
+                wb.delete(schema.SEQ_MEMPOOL + key)
+            for order, signed in enumerate(pending):
+                wb.put(schema.SEQ_MEMPOOL + _u64(order), signed.encode())
+
+    def take_mempool(self) -> list[bytes]:
+        """The saved pending transactions (encoded, in arrival order), deleted in the same call."""
+        found = list(self.db.iterate(schema.SEQ_MEMPOOL))
+        with self.db.batch() as wb:
+            for key, _ in found:
+                wb.delete(schema.SEQ_MEMPOOL + key)
+        return [raw for _, raw in found]
+
     def returned(self) -> list[TxRecord]:
         """Transactions of rolled-back batches not sealed (or rejected) again yet, in their old order."""
         found = [(data[:8], TxRecord.decode(data[8:])) for _, data in self.db.iterate(schema.SEQ_RETURNED)]

@@ -233,3 +233,30 @@ def test_batches_too_old_to_anchor_are_sealed_again(tmp_path: Path) -> None:
     finally:
         seq_db.close()
         chain_db.close()
+
+
+def test_pending_transactions_survive_a_clean_restart(tmp_path: Path) -> None:
+    """A clean shutdown keeps the mempool (like Bitcoin Core's mempool.dat): the next start admits it again
+    in arrival order and drops what is no longer valid; the saved copy is gone once read."""
+    seq_db, chain_db = Database(tmp_path / "seq"), Database(tmp_path / "chain")
+    try:
+        chain = Chain(chain_db)
+        seq, _, _ = _started(seq_db, chain)
+        view = seq.view
+        sent = [seq.submit(_sign(KEY_A, Transfer(B, Sats(1_000 + i), Sats(5), i))) for i in range(3)]
+        seq.save_mempool()
+        again = Sequencer(SequencerStore(seq_db), PARAMS, view)
+        assert [e.tx_hash for e in again.mempool.candidates(10)] == sent
+        assert Sequencer(SequencerStore(seq_db), PARAMS, view).mempool.candidates(10) == []  # read once
+        # Saved, then the first one sealed by another run: it and nothing else is dropped at the next start.
+        again.save_mempool()
+        chain.extend(1, 1)
+        sealer = Sequencer(SequencerStore(seq_db), PARAMS, view)
+        sealer.mempool.remove(sent[1:])
+        assert sealer.seal_once(1001) is not None
+        sealer.store.save_mempool([t.signed for t in again.mempool.candidates(10)])
+        last = Sequencer(SequencerStore(seq_db), PARAMS, view)
+        assert [e.tx_hash for e in last.mempool.candidates(10)] == sent[1:]
+    finally:
+        seq_db.close()
+        chain_db.close()
