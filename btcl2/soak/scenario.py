@@ -375,22 +375,31 @@ class Soak:
                 elif sealed:
                     self.fig.violations.append(f"transfer {tx_hash} was sealed, now {status}")
 
-    def _pending(self) -> list[str]:
+    def _pending(self, done: set[str]) -> list[str]:
+        """Requests not final yet; those found final are added to `done` and not asked about again (no
+        fault is injected while settling, so final stays final)."""
         left = []
         client = L2Client(self.stack.doc.sequencer_rpc)
         for outpoint, chain in self.req.deposits.items():
+            if f"deposit {outpoint}" in done:
+                continue
             # An L2 credit is the sequencer's to report; a mint is the Bridge's (deposit status reads it).
             with contextlib.suppress(Exception):
                 if chain == "l2":
                     txid, vout = outpoint.split(":")
                     if client.call("l2_getDeposit", txid, int(vout))["status"] == "credited":
+                        done.add(f"deposit {outpoint}")
                         continue
                 elif self.cli.run("deposit", "status", outpoint)["status"] == "minted":
+                    done.add(f"deposit {outpoint}")
                     continue
             left.append(f"deposit {outpoint}")
         for ref in self.req.withdrawals:
+            if f"withdrawal {ref}" in done:
+                continue
             with contextlib.suppress(DemoError):
                 if self.cli.run("withdraw", "status", ref).get("paid"):
+                    done.add(f"withdrawal {ref}")
                     continue
             left.append(f"withdrawal {ref}")
         for tx_hash, sealed in self.req.transfers.items():
@@ -406,13 +415,14 @@ class Soak:
         sequencer's root with the audit's replay."""
         self.stack.revive()
         deadline = time.monotonic() + SETTLE_TIMEOUT
-        left = self._pending()
+        done: set[str] = set()
+        left = self._pending(done)
         while left and time.monotonic() < deadline:
             self.rebroadcast()
             self.mine(1)
             time.sleep(1.0)
             self.stack.revive()
-            left = self._pending()
+            left = self._pending(done)
         self.fig.final = not left
         if left:
             self.fig.violations += [f"not final at the end: {x}" for x in left]
