@@ -148,7 +148,8 @@ class AttestationSource(Protocol):
 class ReplayAttestations:
     """Attestations as a replay of Bitcoin judges them (btcl2/derive): only records that name exactly the
     batch hash, post-state root and exits root replay derived, with a verifying aggregate of at least M
-    registered signers. Replays again only when the best block changed."""
+    registered signers. Follows the chain when the best block changed: only new blocks are read, and a
+    reorg below the last one scanned starts the replay over."""
 
     def __init__(self, node: SyncBitcoinRPC, params: Params, from_height: int) -> None:
         self._node = node
@@ -157,14 +158,20 @@ class ReplayAttestations:
         self._tip_hash = ""
         self._found: list[tuple[Attestation, bytes, int]] = []
         self._tip = -1
+        self._replay: Derivation | None = None
 
     def _refresh(self) -> None:
         tip_hash = str(self._node.call("getbestblockhash"))
         if tip_hash == self._tip_hash:
             return
         try:
-            outcome = Derivation(RpcBlockSource(self._node), self._params, self._from).run()
+            if self._replay is None:
+                self._replay = Derivation(RpcBlockSource(self._node), self._params, self._from)
+                outcome = self._replay.run()
+            else:
+                outcome = self._replay.follow()
         except ReorgDetected as exc:  # the chain kept moving under the scan: the next pass looks again
+            self._replay = None
             raise Temporary(f"replay for attestations: {exc}") from exc
         report = outcome.attestations
         found = [] if report is None else sorted(report.attested.items())
