@@ -124,6 +124,13 @@ class RelayerProcess:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            # SIGTERM only once the relayer says it runs (its handler is installed by then): sent during
+            # Python's start-up it would kill the process with -15 instead of stopping it.
+            current = self.datadir / f"relayer.{self.runs}.log"
+            proc = self.proc
+            wait_until(
+                lambda: proc.poll() is not None or " for Bridge " in current.read_text(), TIMEOUT, "start-up"
+            )
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(20)
