@@ -2,7 +2,8 @@
 signatures and put the record on Bitcoin in an authenticated attestation transaction (docs/PROTOCOL.md,
 "Attestations").
 
-It runs inside the Poster's round (`Poster.attester`), after the anchors, so the two never pick the same
+It runs in rounds of its own beside the Poster's anchor rounds (`Poster.attest_round`): asking the signers
+(`collect_due`) takes no lock, posting (`post`) holds the Poster's coin lock, so the two never pick the same
 coin: the coins of journaled anchors are excluded, and a broadcast attestation's coin is spent in the
 mempool. Its journal lives in the poster's LevelDB (btcl2/storage/schema.py, POSTER_ATTEST_*): the next
 batch to attest and every attestation transaction not yet buried, each change one atomic, synced write
@@ -210,10 +211,14 @@ class AttestationPoster:
         self._params = params
         self.next_batch: int = self.journal.next_batch()
         self.pending: list[dict[str, Any]] = self.journal.pending()
+        self._rewinds = 0
+        """Times the poster rewound the next batch (records collected before a rewind are not posted)."""
+        self._collected_at = 0
 
     def rewind(self, first: int) -> None:
         """The sequencer sealed batch `first` (and the later ones) again: attest them anew once anchored.
         Records of the old versions already sent stay; replay counts them as stale."""
+        self._rewinds += 1
         if self.next_batch > first:
             self.journal.write(first)
             self.next_batch = first
@@ -222,18 +227,11 @@ class AttestationPoster:
         """Inputs of attestation transactions that may still confirm."""
         return {txin.prevout for p in self.pending for txin in Tx.from_hex(p["hex"]).vin}
 
-    async def tick(
-        self,
-        rpc: BitcoinRPC,
-        keyfile: KeyFile,
-        anchored: Callable[[int], bool],
-        reserved: set[OutPoint],
-        tip: int,
-        rate: int,
-    ) -> None:
-        """Reconcile the pending transactions, then attest the anchored batches that follow (`anchored(n)`:
-        every chunk of batch n has a confirmation), paying `rate` sat/vB."""
+    async def collect_due(self, rpc: BitcoinRPC, anchored: Callable[[int], bool]) -> list[Attestation]:
+        """Reconcile the pending transactions, then ask the signers to attest the anchored batches that
+        follow (`anchored(n)`: every chunk of batch n has a confirmation); the aggregated records."""
         await self._reconcile(rpc)
+        self._collected_at = self._rewinds
         records: list[Attestation] = []
         number = self.next_batch
         while len(records) < MAX_RECORDS_PER_TX and anchored(number):
@@ -246,8 +244,22 @@ class AttestationPoster:
                 break
             records.append(att)
             number += 1
-        if records:
-            await self._post(rpc, keyfile, records, reserved | self.reserved(), tip, rate)
+        return records
+
+    async def post(
+        self,
+        rpc: BitcoinRPC,
+        keyfile: KeyFile,
+        records: list[Attestation],
+        reserved: set[OutPoint],
+        tip: int,
+        rate: int,
+    ) -> None:
+        """Put `records` on Bitcoin paying `rate` sat/vB, unless the poster rewound meanwhile (a batch
+        sealed again while the signers were asked: those records may name the old version)."""
+        if not records or self._collected_at != self._rewinds or records[0].batch_number != self.next_batch:
+            return
+        await self._post(rpc, keyfile, records, reserved | self.reserved(), tip, rate)
 
     async def _post(
         self,

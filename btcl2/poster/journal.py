@@ -259,6 +259,18 @@ class Journal:
         for _, value in self.db.iterate(schema.POSTER_STALE):
             yield JournalEntry.decode(value)
 
+    def anchor_height(self, number: int) -> int | None:
+        """Height of the block completing batch `number`'s anchor: the highest block among its chunks'
+        confirmed live versions, None while any chunk has none."""
+        entries = list(self.entries(number))
+        if not entries:
+            return None
+        chunks = by_chunk(entries)
+        lives = [live_entry(chunks.get(i, [])) for i in range(entries[0].chunk_count)]
+        if any(e is None or e.state != TxState.CONFIRMED for e in lives):
+            return None
+        return max(e.block_height for e in lives if e is not None)
+
     def batch_anchor(self, number: int, tip: int, final_confs: int) -> BatchAnchor:
         """The status of batch `number`."""
         return batch_anchor(list(self.entries(number)), tip, final_confs)

@@ -21,7 +21,7 @@ leaves the journal knowing every transaction that may be on the network; failpoi
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from btcl2.bitcoin.rpc import BitcoinRPC, RPCError, to_sats
@@ -106,13 +106,17 @@ class Poster:
         self.tip = journal.tip
         self._active_from = 0
         self._scan_cache: dict[bytes, frozenset[str]] = {}
+        self._too_late: set[int] = set()
+        """Batches already reported as past their anchoring deadline."""
+        self._coins = asyncio.Lock()
+        """Held while coins are picked and spent (anchor rounds, attestation posts)."""
         self._refusal: str | None = None
         """Why the node last refused a transaction `_resend` offered it (testmempoolaccept's reason)."""
         self._head_seen: tuple[int, bytes] | None = None
         """The sequencer's head (number, hash) when the anchored batches were last compared with it."""
         self._stopping = asyncio.Event()
         self.attester: AttestationPoster | None = None
-        """Posts the federation's batch attestations after the anchors (btcl2/poster/attest.py), if set."""
+        """Posts the federation's batch attestations in rounds of its own (btcl2/poster/attest.py), if set."""
 
     # --- status ----------------------------------------------------------------------------------------
 
@@ -124,15 +128,27 @@ class Poster:
         """sealed, broadcast, anchored or final."""
         return self.batch_anchor(number).status
 
+    def anchor_height(self, number: int) -> int | None:
+        """Height of the block that completes batch `number`'s anchor (its last chunk to confirm), None
+        until every chunk has a confirmation."""
+        return self.journal.anchor_height(number)
+
     # --- the service loop ------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Run rounds until stop(); a node or sequencer that is down is retried next round."""
+        """Run rounds until stop(); a node or sequencer that is down is retried next round. Attestations
+        run in rounds of their own: asking the signers may take long, and anchors must not wait for it."""
+        rounds = [self._rounds(self.tick, "poster")]
+        if self.attester is not None:
+            rounds.append(self._rounds(self.attest_round, "attester"))
+        await asyncio.gather(*rounds)
+
+    async def _rounds(self, round_once: Callable[[], Awaitable[None]], name: str) -> None:
         while not self._stopping.is_set():
             try:
-                await self.tick()
+                await round_once()
             except (Temporary, RPCError) as exc:
-                log.warning("poster: round failed, retrying: %s", exc)
+                log.warning("%s: round failed, retrying: %s", name, exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.settings.poll_interval)
 
@@ -141,7 +157,12 @@ class Poster:
         self._stopping.set()
 
     async def tick(self) -> None:
-        """One round: reconcile with the node, bump what is stuck, post what is sealed."""
+        """One round: reconcile with the node, bump what is stuck, post what is sealed. It holds the coin
+        lock: the attestation rounds pick coins too, and the two must never pick the same one."""
+        async with self._coins:
+            await self._tick()
+
+    async def _tick(self) -> None:
         tip = int(await self.rpc.call("getblockcount"))
         if tip != self.tip:
             self.journal.write([], tip=tip)
@@ -155,12 +176,16 @@ class Poster:
         self._advance_settled()
         await self._bump_stuck()
         await self._post_sealed()
-        # --- attestations: after the anchors, in the same round, so the two never pick the same coin.
-        if self.attester is not None:
-            rate = await self._fee_rate()
-            await self.attester.tick(
-                self.rpc, self.keyfile, self._is_anchored, self._reserved(), self.tip, rate
-            )
+
+    async def attest_round(self) -> None:
+        """Ask the signers to attest the anchored batches that follow (slow; no lock), then post the records
+        under the coin lock."""
+        assert self.attester is not None
+        records = await self.attester.collect_due(self.rpc, self._is_anchored)
+        if records:
+            async with self._coins:
+                rate = await self._fee_rate()
+                await self.attester.post(self.rpc, self.keyfile, records, self._reserved(), self.tip, rate)
 
     def _is_anchored(self, number: int) -> bool:
         """Whether every chunk of batch `number` has at least one confirmation."""
@@ -490,6 +515,21 @@ class Poster:
             batch = await self.batches.batch(number)
             if batch is None:
                 raise Critical(f"sealed batch {number} missing from the sequencer")
+            deadline = batch.header.l1_origin_height + self.params.max_l1_origin_lag + 1
+            if self.tip + 1 > deadline:
+                # No block from the next one on may anchor it (replay: L1OriginTooOld); with the poster in
+                # its process the sequencer seals it again on a fresh origin.
+                if number not in self._too_late:
+                    self._too_late.add(number)
+                    log.warning(
+                        "poster: batch %d (L1 origin %d) can no longer be anchored in time (last block %d, "
+                        "tip %d): waiting for the sequencer to seal it again",
+                        number,
+                        batch.header.l1_origin_height,
+                        deadline,
+                        self.tip,
+                    )
+                return
             outputs = encode_anchor_outputs(batch)
             coins = await spendable_coins(
                 self.rpc, self.keyfile.btc_address, self.spk, self.tip, self._reserved()

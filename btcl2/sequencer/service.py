@@ -74,6 +74,10 @@ class AnchorTracker(Protocol):
         """sealed, broadcast, anchored (>= 1 confirmation) or final (>= F confirmations)."""
         ...
 
+    def anchor_height(self, number: int) -> int | None:
+        """Height of the block completing the batch's anchor; None until every chunk is confirmed."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class TxView:
@@ -291,24 +295,25 @@ class Sequencer:
 
     def _first_expired(self) -> int | None:
         """The first sealed batch that no anchor can make valid any more (only known with an in-process
-        poster): it is not anchored, and the chain is K blocks past the last height whose block may hold
-        its anchor (origin + max_l1_origin_lag + 1; later, replay rejects it as L1OriginTooOld), so not even
-        a reorg shallower than K brings such a height back. Every later batch builds on it."""
+        poster): none of its anchors is in a block at or below the last height replay accepts for it
+        (origin + max_l1_origin_lag + 1; L1OriginTooOld above), and the chain is K blocks past that height,
+        so not even a reorg shallower than K brings such a block back. Every later batch builds on it."""
         assert self.view is not None
         head, tip = self.state.head, self.view.chain.tip
         if self.anchors is None or head is None or tip is None:
             return None
-        first = None
+        first, deadline = None, 0
         for number in range(head.number, -1, -1):
-            if self.anchors.batch_status(number) in ("anchored", "final"):
-                break  # anchored in order: every earlier batch is anchored too
-            first = number
+            batch = self.store.batch(number)
+            if batch is None:
+                raise Critical(f"batch {number} missing below the head {head.number}")
+            last = batch.header.l1_origin_height + self.params.max_l1_origin_lag + 1
+            height = self.anchors.anchor_height(number)
+            if height is not None and height <= last:
+                break  # validly anchored, and so is every earlier batch (they are anchored in order)
+            first, deadline = number, last
         if first is None:
             return None
-        batch = self.store.batch(first)
-        if batch is None:
-            raise Critical(f"batch {first} missing below the head {head.number}")
-        deadline = batch.header.l1_origin_height + self.params.max_l1_origin_lag + 1
         return first if tip.height >= deadline + self.params.k_deposit_confs else None
 
     def _roll_back_orphans(self) -> None:
@@ -319,7 +324,7 @@ class Sequencer:
         why = (
             "its L1 origin left the best chain"
             if first == orphan
-            else "it was not anchored before its L1 origin grew too old for replay to accept an anchor"
+            else "no anchor of it is in a block replay accepts, and none can be any more"
         )
         head = self.state.head
         assert head is not None

@@ -122,3 +122,19 @@ def test_forget_from_moves_later_batches_aside(tmp_path: Path) -> None:
     assert [(e.batch, e.tx.txid) for e in j.stale_entries()].count((1, newer.tx.txid)) == 1
     assert len(list(j.stale_entries())) == 4
     j.db.close()
+
+
+def test_anchor_height_is_the_block_completing_every_chunk(tmp_path: Path) -> None:
+    j = Journal(Database(tmp_path / "j"))
+    first, second = _entry(4, 0, 0, 2), _entry(4, 1, 0, 2)
+    j.write([first, second], next_batch=5)
+    assert j.anchor_height(4) is None and j.anchor_height(9) is None
+    mined = [
+        transition(transition(e, TxState.BROADCAST, sent_height=110), TxState.CONFIRMED, block_hash=b"\x01" * 32, block_height=h)
+        for e, h in ((first, 112), (second, 111))
+    ]  # fmt: skip
+    j.write(mined[:1])
+    assert j.anchor_height(4) is None  # one chunk still unconfirmed
+    j.write(mined[1:])
+    assert j.anchor_height(4) == 112
+    j.db.close()

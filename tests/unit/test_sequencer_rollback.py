@@ -189,13 +189,16 @@ def test_rolled_back_transactions_survive_a_crash_before_sealing_again(tmp_path:
 
 
 class Anchors:
-    """The in-process poster's answers: batch number -> anchoring status (unknown numbers: sealed)."""
+    """The in-process poster's answers: batch number -> height of the block completing its anchor."""
 
     def __init__(self) -> None:
-        self.status: dict[int, str] = {}
+        self.height: dict[int, int] = {}
 
     def batch_status(self, number: int) -> str:
-        return self.status.get(number, "sealed")
+        return "anchored" if number in self.height else "sealed"
+
+    def anchor_height(self, number: int) -> int | None:
+        return self.height.get(number)
 
 
 def test_batches_too_old_to_anchor_are_sealed_again(tmp_path: Path) -> None:
@@ -208,7 +211,7 @@ def test_batches_too_old_to_anchor_are_sealed_again(tmp_path: Path) -> None:
         seq, _, b0 = _started(seq_db, chain)
         anchors = Anchors()
         seq.anchors = anchors
-        anchors.status[0] = "final"
+        anchors.height[0] = 14  # origin 12: in time
         chain.extend(1, 1)
         sent = [seq.submit(_sign(KEY_A, Transfer(B, Sats(1_000 + i), Sats(5), i))) for i in range(2)]
         b1 = seq.seal_once(1001)
@@ -218,7 +221,7 @@ def test_batches_too_old_to_anchor_are_sealed_again(tmp_path: Path) -> None:
         assert b2 is not None and b2.header.number == 2
         deadline = 13 + PARAMS.max_l1_origin_lag + 1  # the last height whose block may anchor batch 1
         chain.extend(1, deadline + PARAMS.k_deposit_confs - 1 - chain.chain.tip.height)  # type: ignore[union-attr]
-        anchors.status[1] = "broadcast"  # sent, never mined: just short of the margin, nothing moves
+        anchors.height[1] = deadline + 1  # mined one block too late: as good as none; short of the margin
         assert seq.seal_once(1003) is None and seq.rollbacks == 0
         chain.extend(1, 1)
         again = seq.seal_once(1004)
