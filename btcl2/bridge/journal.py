@@ -365,6 +365,20 @@ class RelayerStore:
         with self.db.batch() as wb:
             wb.delete(schema.RELAYER_UNSETTLED + outpoint_key(outpoint))
 
+    def unsettled_attestations(self) -> list[AttestRecord]:
+        """Attestations on the Bridge not yet buried deep enough in the EVM chain to be past a reorg."""
+        out = []
+        for key, _ in self.db.iterate(schema.RELAYER_ATTEST_UNSETTLED):
+            record = self.attestation(int(struct.unpack(">Q", key)[0]))
+            if record is not None and record.status in (AttestStatus.ATTESTED, AttestStatus.ALREADY_ATTESTED):
+                out.append(record)
+        return out
+
+    def settle_attestation(self, batch_number: int) -> None:
+        """Stop watching an attestation: the EVM chain has buried it."""
+        with self.db.batch() as wb:
+            wb.delete(schema.RELAYER_ATTEST_UNSETTLED + _u64(batch_number))
+
     def attestation(self, batch_number: int) -> AttestRecord | None:
         """The relayer's record of one batch attestation, if it found one."""
         data = self.db.get(schema.RELAYER_ATTEST + _u64(batch_number))
@@ -409,6 +423,11 @@ class RelayerStore:
     def _put_effect(self, wb: Any, effect: Effect) -> None:
         if isinstance(effect, AttestRecord):
             wb.put(schema.RELAYER_ATTEST + _u64(effect.batch_number), effect.encode())
+            # On the Bridge: watched until the EVM chain has buried it (Relayer.recheck_mints).
+            if effect.status in (AttestStatus.ATTESTED, AttestStatus.ALREADY_ATTESTED):
+                wb.put(schema.RELAYER_ATTEST_UNSETTLED + _u64(effect.batch_number), b"")
+            else:
+                wb.delete(schema.RELAYER_ATTEST_UNSETTLED + _u64(effect.batch_number))
         else:
             self._put_deposit(wb, effect)
 

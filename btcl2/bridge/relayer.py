@@ -5,8 +5,8 @@ Each pass, in this order:
      Bridge's minConfirmations), and their reorgs; they are queued in the relayer's store;
   2. the pending EVM transaction, if any, is reconciled with the chain (see btcl2.bridge.sender): nothing
      new is sent while one is in flight;
-     then every mint not yet buried `evm_settle_depth` EVM blocks deep is checked with the Bridge's minted():
-     one an EVM reorg dropped is queued again;
+     then every mint (and attestation) not yet buried `evm_settle_depth` EVM blocks deep is checked with
+     the Bridge: one an EVM reorg dropped is queued (submitted) again;
   3. headers: the light client is asked whether the node's tip is on its best chain; if not, the relayer finds
      the newest height where both chains agree and submits the node's headers above it, in batches. After a
      Bitcoin reorg that is exactly the new branch; the light client itself switches to the most work;
@@ -140,6 +140,8 @@ class Relayer:
         self._warned_heavier: bytes | None = None
         self._minted_seen: dict[OutPoint, int] = {}
         """Unsettled mint -> the EVM block at which this process first saw it minted."""
+        self._attested_seen: dict[int, int] = {}
+        """Unsettled attestation (batch number) -> the EVM block at which this process first saw it."""
         wired = str(evm.call(bridge, "lightClient"))
         if wired.lower() != light_client.address.lower():
             raise Critical(f"the Bridge reads light client {wired}, not {light_client.address}")
@@ -280,8 +282,9 @@ class Relayer:
         return replace(record, status=DepositStatus.ALREADY_MINTED, mint_tx=tx, reason="AlreadyMinted")
 
     def recheck_mints(self) -> None:
-        """Queue again every minted deposit an EVM reorg un-minted; stop watching the ones buried
-        `evm_settle_depth` blocks deep (counted from when this process first saw them minted)."""
+        """Queue again every minted deposit (and submit again every attestation) an EVM reorg undid; stop
+        watching the ones buried `evm_settle_depth` blocks deep (counted from when this process first saw
+        them done)."""
         head = self.evm.block_number()
         for record in self.store.unsettled():
             op = record.outpoint
@@ -299,6 +302,21 @@ class Relayer:
             elif head - self._minted_seen.setdefault(op, head) >= self.config.evm_settle_depth:
                 self._minted_seen.pop(op)
                 self.store.settle(op)
+        unsettled = self.store.unsettled_attestations()
+        if unsettled:
+            from btcl2.bridge.attest import attested_batch
+
+            for att in unsettled:
+                n = att.batch_number
+                if attested_batch(self.evm, self.bridge, n) is None:
+                    log.warning(
+                        "relayer: the attestation of batch %d left the EVM chain: submitting it again", n
+                    )
+                    self._attested_seen.pop(n, None)
+                    self.store.set_attestation(replace(att, status=AttestStatus.RETRY, reason="reorged out"))
+                elif head - self._attested_seen.setdefault(n, head) >= self.config.evm_settle_depth:
+                    self._attested_seen.pop(n)
+                    self.store.settle_attestation(n)
 
     # --- headers -------------------------------------------------------------------------------------------
 

@@ -68,6 +68,7 @@ FED_COORD_PAID = b"Cd"  # withdrawal ref -> txid of the payout that paid it (F c
 
 # The relayer's batch attestations (btcl2/bridge/journal.py): each submitAttestation is journaled with its record.
 RELAYER_ATTEST = b"Ea"  # batch number (u64 BE) -> AttestRecord (Bitcoin txid, status, journal id, EVM tx)
+RELAYER_ATTEST_UNSETTLED = b"Ev"  # batch number (u64 BE) -> b"": attested, an EVM reorg may still undo it
 
 # The poster's attestation journal (btcl2/poster/attest.py), in the poster's database: written before broadcast.
 POSTER_ATTEST_META = b"Pa"  # b"next" -> next batch to attest (u64 BE)

@@ -161,3 +161,29 @@ def _logged(s: Stack, number: int, offset: int) -> bool:
     """Whether the relayer logged batch `number` attested (by its own transaction) after byte `offset`."""
     text = s.relayer.log_path.read_bytes()[offset:].decode(errors="replace")
     return f"batch {number} attested on the Bridge" in text
+
+
+def test_an_evm_reorg_that_drops_an_attestation_submits_it_again(stack: Stack) -> None:
+    s = stack
+    k = int(s.evm.call(s.bridge, "minConfirmations"))
+    number = s.new_batch(s.l2.get_nonce(s.user["l2_address"]))
+    wait_for("the attestation, K deep", lambda: s.confirmed(number, k), s.mine)
+    _run_until_attested(s, number)
+    (record,) = [a for a in s.journal()["attestations"] if a["batch"] == number]
+    mined_in = s.evm.wait_for_receipt(bytes.fromhex(record["evm_tx"][2:]), 0.0).block_number
+    s.evm.rpc("anvil_reorg", s.evm.block_number() - mined_in + 1, [])  # from that block on, empty blocks
+    assert attested_batch(s.evm, s.bridge, number) is None
+    text = _run_until_attested(s, number)
+    assert attested_batch(s.evm, s.bridge, number) is not None
+    assert f"the attestation of batch {number} left the EVM chain: submitting it again" in text
+
+
+def _run_until_attested(s: Stack, number: int) -> str:
+    """Run the relayer until it logs batch `number` attested; what it logged meanwhile."""
+    size = s.relayer.log_path.stat().st_size
+    run = s.run_relayer(None)
+    try:
+        wait_for(f"batch {number} attested", lambda: _logged(s, number, size))
+    finally:
+        terminate(run, 10.0)
+    return s.relayer.log_path.read_bytes()[size:].decode(errors="replace")
