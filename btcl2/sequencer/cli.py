@@ -131,12 +131,9 @@ async def serve(config: SequencerConfig, poster_key: Path | None = None) -> None
                 seq.state.root.hex(),
                 start,
             )
-            try:
-                async with asyncio.TaskGroup() as tg:
-                    for service in services:
-                        tg.create_task(_supervised(service, services))
-            finally:
-                seq.save_mempool()
+            async with asyncio.TaskGroup() as tg:
+                for service in services:
+                    tg.create_task(_supervised(service, services))
     finally:
         if post_db is not None:
             post_db.close()

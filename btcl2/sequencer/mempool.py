@@ -7,8 +7,8 @@ another sender's). A transaction with a pending sender + nonce and a strictly hi
 and keeps its place in line. Batches take transactions in arrival order, which respects each sender's
 nonce order because nonces arrive in sequence.
 
-Pending transactions live in memory: they are durable once a batch seals them. A clean shutdown saves
-them (`Sequencer.save_mempool`) for the next start; a kill -9 loses them, as it does Bitcoin Core's.
+Pending transactions live in memory; the sequencer mirrors them in its database (unsynced writes, which
+outlive a kill -9 of the process) and admits them again at the next start.
 """
 
 from collections.abc import Callable, Iterable, Sequence

@@ -160,7 +160,8 @@ class Sequencer:
             raise ZeroAmount("transfer amount must be positive")
         if tx.amount + tx.fee > MAX_MONEY:
             raise AmountOverflow("amount plus fee exceeds MAX_MONEY")
-        self.mempool.add(signed, tx_hash, sender, self.state.account(sender))
+        replaced = self.mempool.add(signed, tx_hash, sender, self.state.account(sender))
+        self.store.keep_pending([signed], [] if replaced is None else [replaced.tx_hash])
         self._dropped.pop(tx_hash, None)
         if len(self.mempool) >= self.batch_max_txs:
             self._wake.set()
@@ -372,8 +373,11 @@ class Sequencer:
         ]
         self.state = self.store.seal(built, rejected)
         self.mempool.remove([*(r.tx_hash for r in built.receipts), *(s.tx_hash for s, _ in built.rejected)])
-        for entry in self.mempool.prune({e.sender for e in entries}, self.state.account):
+        dropped = self.mempool.prune({e.sender for e in entries}, self.state.account)
+        for entry in dropped:
             self._remember_drop(entry)
+        if dropped:
+            self.store.keep_pending([], [e.tx_hash for e in dropped])
         return built.batch
 
     def _check_inclusion(self, batch: Batch, origin_height: int) -> None:
@@ -431,26 +435,25 @@ class Sequencer:
         self._stopping.set()
         self._wake.set()
 
-    def save_mempool(self) -> None:
-        """Keep the pending transactions for the next start (a clean shutdown; like Bitcoin Core, what a
-        kill -9 leaves pending is lost, and its senders send it again)."""
-        returned = {r.signed.tx_hash for r in self.store.returned()}
-        pending = [e.signed for e in self.mempool.candidates(len(self.mempool)) if e.tx_hash not in returned]
-        self.store.save_mempool(pending)
-        log.info("sequencer: %d pending transaction(s) saved for the next start", len(pending))
-
     def _readmit_saved(self) -> None:
-        """Admit again the transactions saved at the last clean shutdown; those now invalid are dropped."""
-        saved = self.store.take_mempool()
-        kept = 0
-        for raw in saved:
+        """Admit again the pending transactions kept by the last run (it may have been killed); those now
+        invalid are dropped."""
+        kept = self.store.pending()
+        again, gone = 0, []
+        for raw in kept:
             try:
                 self.submit(raw)
-                kept += 1
+                again += 1
             except InvalidInput as exc:
-                log.info("sequencer: a saved transaction is no longer valid: %s: %s", type(exc).__name__, exc)
-        if saved:
-            log.info("sequencer: %d of %d saved pending transaction(s) admitted again", kept, len(saved))
+                log.info("sequencer: a kept transaction is no longer valid: %s: %s", type(exc).__name__, exc)
+                with contextlib.suppress(InvalidInput):
+                    gone.append(SignedTx.decode(raw).tx_hash)
+        if gone:
+            self.store.keep_pending([], gone)
+        if kept:
+            log.info(
+                "sequencer: %d of %d pending transaction(s) of the last run admitted again", again, len(kept)
+            )
 
     # --- queries ---------------------------------------------------------------------------------------
 

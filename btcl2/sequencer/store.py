@@ -15,7 +15,8 @@ with its sequence number, so an event delivered again after a crash is recognise
 """
 
 import struct
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from enum import IntEnum
 from typing import Any
@@ -344,6 +345,7 @@ class SequencerStore:
                 wb.put(schema.SEQ_TX + record.signed.tx_hash, record.encode())
             for tx_hash in [*(r.tx_hash for r in built.receipts), *(r.signed.tx_hash for r in rejected)]:
                 wb.delete(schema.SEQ_RETURNED + tx_hash)
+                wb.delete(schema.SEQ_MEMPOOL + tx_hash)
             for credit in credited:
                 wb.put(schema.SEQ_DEPOSIT + credit.outpoint.encode(), credit.encode())
                 wb.delete(credit.pending_key)
@@ -402,20 +404,20 @@ class SequencerStore:
                 wb.put(schema.SEQ_RETURNED + record.signed.tx_hash, _u64(order) + record.encode())
         return removed
 
-    def save_mempool(self, pending: list[SignedTx]) -> None:
-        """Keep the pending transactions across a clean shutdown (one write, replacing any saved before)."""
-        with self.db.batch() as wb:
-            for key, _ in self.db.iterate(schema.SEQ_MEMPOOL):
-                wb.delete(schema.SEQ_MEMPOOL + key)
-            for order, signed in enumerate(pending):
-                wb.put(schema.SEQ_MEMPOOL + _u64(order), signed.encode())
+    def keep_pending(self, add: Sequence[SignedTx], drop: Sequence[bytes]) -> None:
+        """Mirror the mempool: transactions admitted (`add`, stamped with the time) and those gone (`drop`,
+        by hash), in one write handed to the OS unsynced — it outlives a kill -9 of the process, which is
+        what a user whose transaction was accepted relies on; a power loss may lose it, as Core's mempool."""
+        stamp = _u64(time.time_ns())
+        with self.db.batch_unsynced() as wb:
+            for tx_hash in drop:
+                wb.delete(schema.SEQ_MEMPOOL + tx_hash)
+            for signed in add:
+                wb.put(schema.SEQ_MEMPOOL + signed.tx_hash, stamp + signed.encode())
 
-    def take_mempool(self) -> list[bytes]:
-        """The saved pending transactions (encoded, in arrival order), deleted in the same call."""
-        found = list(self.db.iterate(schema.SEQ_MEMPOOL))
-        with self.db.batch() as wb:
-            for key, _ in found:
-                wb.delete(schema.SEQ_MEMPOOL + key)
+    def pending(self) -> list[bytes]:
+        """The kept pending transactions (encoded), in arrival order."""
+        found = sorted((value[:8], value[8:]) for _, value in self.db.iterate(schema.SEQ_MEMPOOL))
         return [raw for _, raw in found]
 
     def returned(self) -> list[TxRecord]:

@@ -1,4 +1,5 @@
-"""The one plyvel wrapper: every state change goes through an atomic, synced write batch.
+"""The one plyvel wrapper: every state change goes through an atomic write batch, synced (state) or handed
+to the OS (a mempool, which must outlive the process, not the machine).
 
 A database is checked when it is opened: LevelDB's paranoid checks cover the manifest and the log, and a full
 scan with block checksums covers every table file, so a corrupted or truncated file is reported at startup with a
@@ -70,6 +71,13 @@ class Database:
     def batch(self) -> Iterator[Any]:
         """An atomic write batch, synced to disk when the block exits without an exception."""
         with self._db.write_batch(transaction=True, sync=True) as wb:
+            yield wb
+
+    @contextmanager
+    def batch_unsynced(self) -> Iterator[Any]:
+        """An atomic write batch handed to the OS but not synced: it survives the process (kill -9), not a
+        power loss. For what may be lost with the machine but not with the process (a mempool)."""
+        with self._db.write_batch(transaction=True, sync=False) as wb:
             yield wb
 
     def close(self) -> None:

@@ -31,7 +31,7 @@ SEQ_BLOCK_DEPOSIT = (
     b"Sk"  # block hash + outpoint -> b"": deposits seen in a block, to drop them on disconnect
 )
 SEQ_RETURNED = b"Sr"  # tx hash -> order (u64 BE) + TxRecord: rolled back, not yet sealed again
-SEQ_MEMPOOL = b"Sq"  # arrival order (u64 BE) -> SignedTx: the mempool saved at a clean shutdown
+SEQ_MEMPOOL = b"Sq"  # tx hash -> arrival time (u64 BE, ns) + SignedTx: every pending transaction
 SEQ_PENDING = b"Sp"  # height (u32 BE) + position (u32 BE) -> outpoint: confirmed deposits not yet credited
 
 # The replay's derived state (btcl2/derive/store.py, `btcl2 replay --datadir`): one atomic batch per replayed batch.

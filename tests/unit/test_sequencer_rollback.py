@@ -238,28 +238,30 @@ def test_batches_too_old_to_anchor_are_sealed_again(tmp_path: Path) -> None:
         chain_db.close()
 
 
-def test_pending_transactions_survive_a_clean_restart(tmp_path: Path) -> None:
-    """A clean shutdown keeps the mempool (like Bitcoin Core's mempool.dat): the next start admits it again
-    in arrival order and drops what is no longer valid; the saved copy is gone once read."""
+def test_pending_transactions_are_admitted_again_after_a_restart(tmp_path: Path) -> None:
+    """Accepted transactions are mirrored in the database as they arrive (no shutdown step: a kill -9 keeps
+    them too); the next start admits them again in arrival order, drops what is no longer valid, and sealing
+    removes them."""
     seq_db, chain_db = Database(tmp_path / "seq"), Database(tmp_path / "chain")
     try:
         chain = Chain(chain_db)
         seq, _, _ = _started(seq_db, chain)
         view = seq.view
         sent = [seq.submit(_sign(KEY_A, Transfer(B, Sats(1_000 + i), Sats(5), i))) for i in range(3)]
-        seq.save_mempool()
+        replacement = seq.submit(_sign(KEY_A, Transfer(B, Sats(1_002), Sats(9), 2)))  # higher fee, nonce 2
+        sent = [*sent[:2], replacement]
         again = Sequencer(SequencerStore(seq_db), PARAMS, view)
         assert [e.tx_hash for e in again.mempool.candidates(10)] == sent
-        assert Sequencer(SequencerStore(seq_db), PARAMS, view).mempool.candidates(10) == []  # read once
-        # Saved, then the first one sealed by another run: it and nothing else is dropped at the next start.
-        again.save_mempool()
+        # Another run seals the first; the next start finds the other two, once each.
         chain.extend(1, 1)
-        sealer = Sequencer(SequencerStore(seq_db), PARAMS, view)
-        sealer.mempool.remove(sent[1:])
-        assert sealer.seal_once(1001) is not None
-        sealer.store.save_mempool([t.signed for t in again.mempool.candidates(10)])
+        sealer = Sequencer(SequencerStore(seq_db), PARAMS, view, batch_max_txs=1)
+        assert (sealed := sealer.seal_once(1001)) is not None and [
+            t.tx_hash for t in sealed.transactions
+        ] == sent[:1]
         last = Sequencer(SequencerStore(seq_db), PARAMS, view)
         assert [e.tx_hash for e in last.mempool.candidates(10)] == sent[1:]
+        assert last.seal_once(1002) is not None and len(last.mempool) == 0
+        assert Sequencer(SequencerStore(seq_db), PARAMS, view).mempool.candidates(10) == []
     finally:
         seq_db.close()
         chain_db.close()
