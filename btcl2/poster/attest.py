@@ -259,17 +259,7 @@ class AttestationPoster:
         sealed again while the signers were asked: those records may name the old version)."""
         if not records or self._collected_at != self._rewinds or records[0].batch_number != self.next_batch:
             return
-        await self._post(rpc, keyfile, records, reserved | self.reserved(), tip, rate)
-
-    async def _post(
-        self,
-        rpc: BitcoinRPC,
-        keyfile: KeyFile,
-        records: list[Attestation],
-        reserved: set[OutPoint],
-        tip: int,
-        rate: int,
-    ) -> None:
+        reserved = reserved | self.reserved()
         coins = await spendable_coins(rpc, keyfile.btc_address, keyfile.script_pubkey, tip, reserved)
         try:
             (tx,) = build_anchor_transactions(
