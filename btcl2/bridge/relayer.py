@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from eth_utils.crypto import keccak
 
 from btcl2.bitcoin.block import Block, BlockHeader
-from btcl2.bitcoin.rpc import SyncBitcoinRPC
+from btcl2.bitcoin.rpc import RPCError, SyncBitcoinRPC
 from btcl2.bitcoin.tx import OutPoint
 from btcl2.bridge.abi import Event, find_entry, signature
 from btcl2.bridge.evm import Contract, ContractRevert, EvmClient, events_of
@@ -55,6 +55,7 @@ from btcl2.bridge.spv import mint_proof
 from btcl2.core.deposits import Deposit, DepositKind
 from btcl2.errors import Critical, Temporary
 from btcl2.failpoints import failpoint
+from btcl2.watcher.chain import RPC_INVALID_PARAMETER
 from btcl2.watcher.events import DepositConfirmed, DepositLike, DepositReorged, WatcherEvent
 from btcl2.watcher.watcher import Watcher
 
@@ -321,7 +322,12 @@ class Relayer:
     # --- headers -------------------------------------------------------------------------------------------
 
     def _node_hash(self, height: int) -> bytes:
-        return bytes.fromhex(self.node.call("getblockhash", height))[::-1]
+        try:
+            return bytes.fromhex(self.node.call("getblockhash", height))[::-1]
+        except RPCError as e:
+            if e.code == RPC_INVALID_PARAMETER:  # the node's chain got shorter since its tip was read
+                raise Temporary(f"the node's chain changed while its headers were read ({e})") from e
+            raise
 
     def _fork_height(self, node_height: int) -> int:
         """The newest height where the light client's best chain and the node's chain hold the same block."""

@@ -36,11 +36,15 @@ from btcl2.bridge.anvil import ANVIL_DEV_KEYS, Anvil
 from btcl2.bridge.artifacts import load_artifact
 from btcl2.bridge.deploy import REGTEST_GENESIS, BridgeConfig, Deployment, deploy_bridge_stack
 from btcl2.bridge.evm import Contract, EvmClient, account, events_of
-from btcl2.bridge.relayer import minted_events
+from btcl2.bridge.journal import RelayerStore
+from btcl2.bridge.relayer import Relayer, RelayerConfig, minted_events
+from btcl2.bridge.sender import TxSender
 from btcl2.bridge.spv import mint_proof
 from btcl2.core.deposits import DepositKind, deposit_tag_script
 from btcl2.core.params import Params
+from btcl2.errors import Temporary
 from btcl2.failpoints import FAILPOINT_ENV, FAILPOINT_EXIT_CODE
+from btcl2.storage.db import Database
 
 pytestmark = pytest.mark.functional
 
@@ -310,6 +314,21 @@ def test_evm_reorg_that_drops_a_mint_mints_again_once(
     entry = deposit_entry(r.journal(), tx)
     assert entry["status"] in ("minted", "already_minted") and entry["mint_tx"] == "0x" + again.hex()
     assert r.logged(f"the mint of {outpoint} (tx 0x{first.hex()}) left the EVM chain")
+
+
+def test_a_node_chain_that_got_shorter_is_a_temporary_failure(
+    evm: EvmClient, node: RegtestNode, stack: Deployment, tmp_path: Path
+) -> None:
+    """A height the node no longer has (its chain got shorter between two reads) makes the relayer retry the
+    pass, not stop."""
+    store = RelayerStore(Database(tmp_path / "relayer"))
+    sender = TxSender(evm, account(RELAYER_KEYS[0]), store)
+    relayer = Relayer(node.rpc, evm, stack.bridge, stack.light_client, sender, store, RelayerConfig())
+    tip = int(node.rpc.call("getblockcount"))
+    assert relayer._node_hash(tip) == node_tip(node)
+    with pytest.raises(Temporary, match="the node's chain changed"):
+        relayer._node_hash(tip + 1)
+    store.db.close()
 
 
 def test_reorg_light_client_follows_and_orphaned_deposit_is_never_minted(
