@@ -13,11 +13,8 @@ Named failpoints (`btcl2/failpoints.py`, `BTCL2_FAILPOINT=<name>` kills the proc
 """
 
 import asyncio
-import json
 import logging
 import time
-import urllib.error
-import urllib.request
 from dataclasses import replace
 from typing import Any
 
@@ -29,6 +26,7 @@ from btcl2.bitcoin.tx import Tx, TxOut
 from btcl2.bridge.evm import ContractRevert, EvmClient, account
 from btcl2.errors import BtcL2Error, Critical, Temporary
 from btcl2.failpoints import failpoint
+from btcl2.federation.client import post_to_signer
 from btcl2.federation.config import CoordinatorConfig, SignerEndpoint
 from btcl2.federation.errors import SignerUnavailable
 from btcl2.federation.payout import (
@@ -63,24 +61,8 @@ RPC_ALREADY_KNOWN = (-27,)
 
 def request_signature(endpoint: SignerEndpoint, tx: Tx, amounts: list[int]) -> dict[str, Any]:
     """POST /sign to one signer; the JSON answer (200 or a refusal), SignerUnavailable if unreachable."""
-    body = json.dumps({"tx": tx.hex(), "amounts": amounts}).encode()
-    req = urllib.request.Request(
-        endpoint.url + "/sign",
-        body,
-        {"Content-Type": "application/json", "Authorization": f"Bearer {endpoint.token}"},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=SIGN_TIMEOUT) as resp:
-            answer: dict[str, Any] = json.loads(resp.read())
-            return answer
-    except urllib.error.HTTPError as e:
-        try:
-            refusal: dict[str, Any] = json.loads(e.read())
-            return refusal
-        except ValueError:
-            raise SignerUnavailable(f"{endpoint.url}: HTTP {e.code}") from None
-    except (OSError, ValueError) as e:
-        raise SignerUnavailable(f"{endpoint.url}: {e}") from None
+    body = {"tx": tx.hex(), "amounts": amounts}
+    return post_to_signer(endpoint.url, "/sign", endpoint.token, body, SIGN_TIMEOUT)
 
 
 class Coordinator:

@@ -18,8 +18,6 @@ import logging
 import os
 import struct
 import tomllib
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +40,8 @@ from btcl2.core.exits import exit_records, exits_root
 from btcl2.core.params import Params
 from btcl2.core.types import Batch, Hash32
 from btcl2.errors import Critical, InvalidInput
+from btcl2.federation.client import post_to_signer
+from btcl2.federation.errors import SignerUnavailable
 from btcl2.poster.sources import BatchSource, spendable_coins
 from btcl2.storage import schema
 from btcl2.storage.db import Database
@@ -80,25 +80,12 @@ def load_signers(path: Path) -> list[AttestSigner]:
 def request_attestation(
     signer: AttestSigner, number: int, roots: tuple[bytes, bytes, bytes]
 ) -> dict[str, Any]:
-    """POST /attest to one signer; its JSON answer (a signature or a refusal); {} if unreachable."""
+    """POST /attest to one signer; its JSON answer (a signature or a refusal), or an `Unreachable` error."""
     body = {"batch": number, **{k: "0x" + v.hex() for k, v in zip(_FIELDS, roots, strict=True)}}
-    req = urllib.request.Request(
-        signer.url + "/attest",
-        json.dumps(body).encode(),
-        {"Content-Type": "application/json", "Authorization": f"Bearer {signer.token}"},
-    )
     try:
-        with urllib.request.urlopen(req, timeout=ATTEST_TIMEOUT) as resp:
-            answer: dict[str, Any] = json.loads(resp.read())
-            return answer
-    except urllib.error.HTTPError as exc:
-        try:
-            refusal: dict[str, Any] = json.loads(exc.read())
-            return refusal
-        except ValueError:
-            return {"error": f"HTTP {exc.code}"}
-    except (OSError, ValueError) as exc:
-        return {"error": "Unreachable", "message": str(exc)}
+        return post_to_signer(signer.url, "/attest", signer.token, body, ATTEST_TIMEOUT)
+    except SignerUnavailable as e:
+        return {"error": "Unreachable", "message": str(e)}
 
 
 _FIELDS = ("batchHash", "postStateRoot", "exitsRoot")
