@@ -298,7 +298,12 @@ def test_evm_reorg_that_drops_a_mint_mints_again_once(
     who = fresh_recipient()
     tx = send_deposit(node, pool, 345_678, bytes.fromhex(who[2:]))
     mine(node, K, MINER.p2wpkh_address)
-    wait_until(lambda: balance(evm, stack, who) == 345_678, TIMEOUT, "the mint")
+    outpoint = f"{tx.txid_hex}:{fed_vout(tx)}"
+    done = (f"minted {outpoint} in tx", f"deposit {outpoint} was minted by another transaction")
+    # The reorg comes once the relayer has recorded the mint: before that, the mint is still its pending
+    # transaction, which it would find unknown to the node and simply send again.
+    wait_until(lambda: sum(r.count(d) for d in done) == 1, TIMEOUT, "the mint recorded")
+    assert balance(evm, stack, who) == 345_678
     first = mint_tx_of(evm, stack, tx)
     assert evm.wait_for_receipt(first, 0.0).block_number == evm.block_number()  # the newest EVM block
     evm.rpc("anvil_reorg", 1, [])  # that block replaced by an empty one: the mint is gone
@@ -306,8 +311,6 @@ def test_evm_reorg_that_drops_a_mint_mints_again_once(
     wait_until(lambda: balance(evm, stack, who) == 345_678, TIMEOUT, "the mint sent again")
     # anvil does not put the dropped transaction back in its pool: the relayer sends the mint again (possibly
     # byte-identical: same nonce, fees and call once the reorg rewound its nonce) and records it again.
-    outpoint = f"{tx.txid_hex}:{fed_vout(tx)}"
-    done = (f"minted {outpoint} in tx", f"deposit {outpoint} was minted by another transaction")
     wait_until(lambda: sum(r.count(d) for d in done) >= 2, TIMEOUT, "the mint recorded again")
     again = mint_tx_of(evm, stack, tx)  # exactly one Minted event on the chain
     r.stop()
