@@ -33,6 +33,10 @@ TRANSFER_TYPE = "Transfer(address to,uint64 amount,uint64 fee,uint64 nonce)"
 WITHDRAWAL_TYPE = "Withdrawal(uint64 amount,uint64 fee,uint64 nonce,bytes script)"
 EXIT_TO_EVM_TYPE = "ExitToEvm(uint64 amount,uint64 fee,uint64 nonce,address evmAddress)"
 
+_TRANSFER_TYPEHASH = keccak256(TRANSFER_TYPE.encode())
+_WITHDRAWAL_TYPEHASH = keccak256(WITHDRAWAL_TYPE.encode())
+_EXIT_TO_EVM_TYPEHASH = keccak256(EXIT_TO_EVM_TYPE.encode())
+
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 _HALF_N = SECP256K1_N // 2
 
@@ -85,12 +89,12 @@ def struct_hash(tx: L2Tx) -> Hash32:
     keccak256)."""
     if isinstance(tx, Transfer):
         fields = b"\x00" * 12 + tx.to + _word(tx.amount) + _word(tx.fee) + _word(tx.nonce)
-        return Hash32(keccak256(keccak256(TRANSFER_TYPE.encode()) + fields))
+        return Hash32(keccak256(_TRANSFER_TYPEHASH + fields))
     if isinstance(tx, ExitToEvm):
         fields = _word(tx.amount) + _word(tx.fee) + _word(tx.nonce) + b"\x00" * 12 + tx.evm_address
-        return Hash32(keccak256(keccak256(EXIT_TO_EVM_TYPE.encode()) + fields))
+        return Hash32(keccak256(_EXIT_TO_EVM_TYPEHASH + fields))
     fields = _word(tx.amount) + _word(tx.fee) + _word(tx.nonce) + keccak256(tx.script)
-    return Hash32(keccak256(keccak256(WITHDRAWAL_TYPE.encode()) + fields))
+    return Hash32(keccak256(_WITHDRAWAL_TYPEHASH + fields))
 
 
 def signing_digest(tx: L2Tx, chain_id: int) -> Hash32:

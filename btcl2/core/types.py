@@ -6,7 +6,7 @@ All integers are little-endian and fixed-width, like Bitcoin's; lists carry a Co
 
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NewType, Self, TypeVar
 
 from btcl2.bitcoin.serialize import ByteReader, ser_compact_size
@@ -171,6 +171,8 @@ class SignedTx:
     """The signed transaction."""
     signature: bytes
     """65 bytes: r || s || v, v in {27, 28} (checked when recovering, not when decoding)."""
+    _tx_hash: Hash32 | None = field(default=None, init=False, repr=False, compare=False)
+    """tx_hash, computed once: admission, execution and the batch's transaction root all ask for it."""
 
     def encode(self) -> bytes:
         """The transaction encoding followed by the 65 signature bytes."""
@@ -189,7 +191,10 @@ class SignedTx:
     @property
     def tx_hash(self) -> Hash32:
         """keccak256 of the signed encoding: the L2 transaction id, and a withdrawal's id."""
-        return Hash32(keccak256(self.encode()))
+        if self._tx_hash is None:
+            object.__setattr__(self, "_tx_hash", Hash32(keccak256(self.encode())))
+        assert self._tx_hash is not None
+        return self._tx_hash
 
 
 @dataclass(frozen=True, slots=True)

@@ -161,7 +161,7 @@ class Sequencer:
         if tx.amount + tx.fee > MAX_MONEY:
             raise AmountOverflow("amount plus fee exceeds MAX_MONEY")
         replaced = self.mempool.add(signed, tx_hash, sender, self.state.account(sender))
-        self.store.keep_pending([signed], [] if replaced is None else [replaced.tx_hash])
+        self.store.keep_pending([(tx_hash, raw)], [] if replaced is None else [replaced.tx_hash])
         self._dropped.pop(tx_hash, None)
         if len(self.mempool) >= self.batch_max_txs:
             self._wake.set()
@@ -437,17 +437,25 @@ class Sequencer:
 
     def _readmit_saved(self) -> None:
         """Admit again the pending transactions kept by the last run (it may have been killed); those now
-        invalid are dropped."""
-        kept = self.store.pending()
+        invalid are dropped. They go in nonce order, not arrival order: a fee replacement arrives after the
+        sender's later nonces, and each sender's nonces are consecutive, so ascending nonces across all
+        senders admit every sender's transactions in its own order."""
+
+        def nonce(item: tuple[bytes, bytes]) -> int:
+            try:
+                return SignedTx.decode(item[1]).tx.nonce
+            except InvalidInput:
+                return -1  # rejected again (and dropped) by submit
+
+        kept = sorted(self.store.pending(), key=nonce)  # stable: arrival order within a nonce
         again, gone = 0, []
-        for raw in kept:
+        for key, raw in kept:
             try:
                 self.submit(raw)
                 again += 1
             except InvalidInput as exc:
                 log.info("sequencer: a kept transaction is no longer valid: %s: %s", type(exc).__name__, exc)
-                with contextlib.suppress(InvalidInput):
-                    gone.append(SignedTx.decode(raw).tx_hash)
+                gone.append(key)
         if gone:
             self.store.keep_pending([], gone)
         if kept:

@@ -324,6 +324,7 @@ class SequencerStore:
             raise Critical(f"batch {number} does not follow the stored head {self.head_number}")
         credited = [self._credited_record(c, number) for c in batch.header.deposits]
         new_nodes = list(state.tree.new_nodes())
+        returned = any(True for _ in self.db.iterate(schema.SEQ_RETURNED))  # only after a roll-back
         with self.db.batch() as wb:
             wb.put(schema.SEQ_BATCH + _u64(number), batch.encode())
             wb.put(schema.SEQ_META + META_HEAD, _u64(number))
@@ -344,7 +345,8 @@ class SequencerStore:
             for record in rejected:
                 wb.put(schema.SEQ_TX + record.signed.tx_hash, record.encode())
             for tx_hash in [*(r.tx_hash for r in built.receipts), *(r.signed.tx_hash for r in rejected)]:
-                wb.delete(schema.SEQ_RETURNED + tx_hash)
+                if returned:
+                    wb.delete(schema.SEQ_RETURNED + tx_hash)
                 wb.delete(schema.SEQ_MEMPOOL + tx_hash)
             for credit in credited:
                 wb.put(schema.SEQ_DEPOSIT + credit.outpoint.encode(), credit.encode())
@@ -404,21 +406,26 @@ class SequencerStore:
                 wb.put(schema.SEQ_RETURNED + record.signed.tx_hash, _u64(order) + record.encode())
         return removed
 
-    def keep_pending(self, add: Sequence[SignedTx], drop: Sequence[bytes]) -> None:
-        """Mirror the mempool: transactions admitted (`add`, stamped with the time) and those gone (`drop`,
-        by hash), in one write handed to the OS unsynced — it outlives a kill -9 of the process, which is
-        what a user whose transaction was accepted relies on; a power loss may lose it, as Core's mempool."""
+    def keep_pending(self, add: Sequence[tuple[bytes, bytes]], drop: Sequence[bytes]) -> None:
+        """Mirror the mempool: transactions admitted (`add`: tx hash and encoding, stamped with the time) and
+        those gone (`drop`, by hash), in one write handed to the OS unsynced — it outlives a kill -9 of the
+        process, which is what a user whose transaction was accepted relies on; a power loss may lose it, as
+        Core's mempool."""
         stamp = _u64(time.time_ns())
+        if len(add) == 1 and not drop:  # the common case, one admission: a plain put is as atomic and cheaper
+            tx_hash, raw = add[0]
+            self.db.put_unsynced(schema.SEQ_MEMPOOL + tx_hash, stamp + raw)
+            return
         with self.db.batch_unsynced() as wb:
             for tx_hash in drop:
                 wb.delete(schema.SEQ_MEMPOOL + tx_hash)
-            for signed in add:
-                wb.put(schema.SEQ_MEMPOOL + signed.tx_hash, stamp + signed.encode())
+            for tx_hash, raw in add:
+                wb.put(schema.SEQ_MEMPOOL + tx_hash, stamp + raw)
 
-    def pending(self) -> list[bytes]:
-        """The kept pending transactions (encoded), in arrival order."""
-        found = sorted((value[:8], value[8:]) for _, value in self.db.iterate(schema.SEQ_MEMPOOL))
-        return [raw for _, raw in found]
+    def pending(self) -> list[tuple[bytes, bytes]]:
+        """The kept pending transactions as (tx hash, encoding), in arrival order."""
+        found = sorted((value[:8], key, value[8:]) for key, value in self.db.iterate(schema.SEQ_MEMPOOL))
+        return [(key, raw) for _, key, raw in found]
 
     def returned(self) -> list[TxRecord]:
         """Transactions of rolled-back batches not sealed (or rejected) again yet, in their old order."""

@@ -113,3 +113,24 @@ def test_rejections_change_nothing(tmp_path: Path) -> None:
         assert len(seq.mempool) == 0 and seq.seal_once(1001, ORIGIN) is None and seq.state.root == root
     finally:
         db.close()
+
+
+def test_pending_transactions_outlive_the_process_and_leave_when_sealed(tmp_path: Path) -> None:
+    """The mempool mirror: admitted transactions are kept (a replaced one is not), admitted again by the next
+    process in nonce order, and removed by the write that seals them."""
+    db, seq = _open(tmp_path / "db")
+    _confirm_deposit(seq.store, 1, 7, A, 1_000_000)
+    seq.seal_once(1000, ORIGIN)
+    first = [seq.submit(_transfer(KEY_A, B, 100 + i, 10, i)) for i in range(3)]
+    bumped = seq.submit(_transfer(KEY_A, B, 101, 20, 1))  # replaces nonce 1
+    assert len(seq.store.pending()) == 3
+    db.close()  # no clean shutdown: nothing but the mirror carries the mempool over
+
+    db, seq = _open(tmp_path / "db")
+    try:
+        assert [e.tx_hash for e in seq.mempool.candidates(10)] == [first[0], bumped, first[2]]
+        batch = seq.seal_once(1001, ORIGIN)
+        assert batch is not None and len(batch.transactions) == 3
+        assert seq.store.pending() == [] and len(seq.mempool) == 0
+    finally:
+        db.close()
