@@ -133,6 +133,10 @@ class Poster:
         until every chunk has a confirmation."""
         return self.journal.anchor_height(number)
 
+    def synced_height(self) -> int:
+        """The Bitcoin tip of the poster's last round: the anchors' confirmations are known up to it."""
+        return self.tip
+
     # --- the service loop ------------------------------------------------------------------------------
 
     async def run(self) -> None:

@@ -5,12 +5,13 @@ import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from btcl2.bitcoin.rpc import BitcoinRPC
+from btcl2.bitcoin.rpc import BitcoinRPC, SyncBitcoinRPC
 from btcl2.bitcoin.tx import Tx
 from btcl2.core.deposits import parse_deposit
 from btcl2.errors import BtcL2Error, Temporary
@@ -20,6 +21,7 @@ from btcl2.poster.api import install as install_poster_api
 from btcl2.poster.cli import JOURNAL_DIR, make_poster
 from btcl2.poster.service import PosterSettings
 from btcl2.poster.sources import StoreBatchSource
+from btcl2.sequencer.anchors import ChainAnchors
 from btcl2.sequencer.api import APIServer, SequencerAPI
 from btcl2.sequencer.config import SequencerConfig, load_config
 from btcl2.sequencer.service import Sequencer
@@ -116,6 +118,12 @@ async def serve(config: SequencerConfig, poster_key: Path | None = None) -> None
                 poster = make_poster(rpc, post_db, StoreBatchSource(store), poster_key, params, settings)
                 seq.anchors = poster
                 services.append(poster)
+            else:
+                # The poster runs elsewhere (`btcl2 poster run`): the anchors are read from the chain.
+                node = SyncBitcoinRPC(config.bitcoin_rpc, cookie_file=config.bitcoin_cookie)
+                chain_anchors = ChainAnchors(node, params, start, _stored_hash(store), config.poll_interval)
+                seq.anchors = chain_anchors
+                services.append(chain_anchors)
             install_poster_api(api.api, seq, poster)
             # --- end poster
             # --- observability: /metrics, /explorer/, l2_listBatches, l2_federation (btcl2/explorer/)
@@ -139,6 +147,14 @@ async def serve(config: SequencerConfig, poster_key: Path | None = None) -> None
             post_db.close()
         watch_db.close()
         seq_db.close()
+
+
+def _stored_hash(store: SequencerStore) -> Callable[[int], bytes | None]:
+    def batch_hash(number: int) -> bytes | None:
+        batch = store.batch(number)
+        return None if batch is None else batch.hash
+
+    return batch_hash
 
 
 async def _supervised(service: Any, services: list[Any]) -> None:

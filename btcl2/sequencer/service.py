@@ -68,7 +68,8 @@ class BatchOutOfHistory(NotFound):
 
 
 class AnchorTracker(Protocol):
-    """What the sequencer asks the poster (when it runs in the same process): a batch's anchoring."""
+    """What the sequencer asks of a batch's anchoring: the poster when it runs in the same process, else
+    ChainAnchors (btcl2/sequencer/anchors.py), which reads the anchors from the node's chain."""
 
     def batch_status(self, number: int) -> str:
         """sealed, broadcast, anchored (>= 1 confirmation) or final (>= F confirmations)."""
@@ -76,6 +77,10 @@ class AnchorTracker(Protocol):
 
     def anchor_height(self, number: int) -> int | None:
         """Height of the block completing the batch's anchor; None until every chunk is confirmed."""
+        ...
+
+    def synced_height(self) -> int:
+        """The Bitcoin height through which anchor_height knows every confirmed anchor."""
         ...
 
 
@@ -295,14 +300,16 @@ class Sequencer:
         return first
 
     def _first_expired(self) -> int | None:
-        """The first sealed batch that no anchor can make valid any more (only known with an in-process
-        poster): none of its anchors is in a block at or below the last height replay accepts for it
-        (origin + max_l1_origin_lag + 1; L1OriginTooOld above), and the chain is K blocks past that height,
-        so not even a reorg shallower than K brings such a block back. Every later batch builds on it."""
+        """The first sealed batch that no anchor can make valid any more: none of its anchors is in a block
+        at or below the last height replay accepts for it (origin + max_l1_origin_lag + 1; L1OriginTooOld
+        above), and the chain is K blocks past that height, so not even a reorg shallower than K brings such
+        a block back. Every later batch builds on it. The chain counts only as far as the tracker has seen
+        it: an anchor it has not read yet is not taken for a missing one."""
         assert self.view is not None
         head, tip = self.state.head, self.view.chain.tip
         if self.anchors is None or head is None or tip is None:
             return None
+        tip_height = min(tip.height, self.anchors.synced_height())
         first, deadline = None, 0
         for number in range(head.number, -1, -1):
             batch = self.store.batch(number)
@@ -315,7 +322,7 @@ class Sequencer:
             first, deadline = number, last
         if first is None:
             return None
-        return first if tip.height >= deadline + self.params.k_deposit_confs else None
+        return first if tip_height >= deadline + self.params.k_deposit_confs else None
 
     def _roll_back_orphans(self) -> None:
         orphan, expired = self._first_orphan(), self._first_expired()

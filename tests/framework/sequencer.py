@@ -13,6 +13,8 @@ from typing import Any
 from btcl2.bitcoin import address
 from btcl2.bitcoin.keys import PrivateKey
 from btcl2.bitcoin.tx import TxOut
+from btcl2.core.deposits import DepositKind, deposit_tag_script
+from btcl2.core.params import Params
 from btcl2.failpoints import FAILPOINT_ENV
 from btcl2.wallet.keyfile import KeyFile, write_keyfile
 from framework.node import RegtestNode, free_port
@@ -32,6 +34,16 @@ def fund_poster(node: RegtestNode, pool: CoinPool, change_to: str, n: int = 12) 
     mine(node, 1, change_to)
 
 
+def send_l2_deposit(node: RegtestNode, pool: CoinPool, recipient: str, sats: int, change_to: str) -> str:
+    """Broadcast (not mine) a deposit of `sats` to the L2 account `recipient` (0x-hex); its txid."""
+    coin = pool.take()
+    fed = address.script_to_address(Params().federation_script_pubkey, address.REGTEST)
+    outs = {fed: btc(sats), change_to: btc(coin.value - sats - 2_000)}
+    tag = TxOut(0, deposit_tag_script(DepositKind.L2, bytes.fromhex(recipient[2:])))
+    txid: str = node.call("sendrawtransaction", with_extra_outputs(node, [coin], outs, [tag]))
+    return txid
+
+
 def poster_key_file(datadir: Path) -> Path:
     """The poster key written as a key file in `datadir`."""
     key = datadir / "poster-key.json"
@@ -40,9 +52,10 @@ def poster_key_file(datadir: Path) -> Path:
 
 
 class SequencerProcess:
-    """`btcl2 sequencer run --post` on a free port; `start(failpoint=...)` arms a failpoint."""
+    """`btcl2 sequencer run --post` on a free port (without --post when `key` is None); `start(failpoint=...)`
+    arms a failpoint."""
 
-    def __init__(self, node: RegtestNode, datadir: Path, key: Path, *extra: str) -> None:
+    def __init__(self, node: RegtestNode, datadir: Path, key: Path | None, *extra: str) -> None:
         self.node, self.datadir, self.key, self.extra = node, datadir, key, extra
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
@@ -55,7 +68,9 @@ class SequencerProcess:
         cmd = [sys.executable, "-m", "btcl2", "sequencer", "run", "--datadir", str(self.datadir)]
         cmd += ["--bitcoin-rpc", self.node.url, "--bitcoin-cookie", str(self.node.cookie_file)]
         cmd += ["--rpcport", str(self.port), "--batch-interval", "0.3", "--config", str(self.config)]
-        cmd += ["--post", "--poster-key", str(self.key), *self.extra]
+        if self.key is not None:
+            cmd += ["--post", "--poster-key", str(self.key)]
+        cmd += self.extra
         env = dict(os.environ)
         env.pop(FAILPOINT_ENV, None)
         if failpoint is not None:

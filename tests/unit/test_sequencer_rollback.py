@@ -193,12 +193,16 @@ class Anchors:
 
     def __init__(self) -> None:
         self.height: dict[int, int] = {}
+        self.synced = 10**9
 
     def batch_status(self, number: int) -> str:
         return "anchored" if number in self.height else "sealed"
 
     def anchor_height(self, number: int) -> int | None:
         return self.height.get(number)
+
+    def synced_height(self) -> int:
+        return self.synced
 
 
 def test_batches_too_old_to_anchor_are_sealed_again(tmp_path: Path) -> None:
@@ -224,12 +228,15 @@ def test_batches_too_old_to_anchor_are_sealed_again(tmp_path: Path) -> None:
         anchors.height[1] = deadline + 1  # mined one block too late: as good as none; short of the margin
         assert seq.seal_once(1003) is None and seq.rollbacks == 0
         chain.extend(1, 1)
+        anchors.synced = chain.chain.tip.height - 1  # type: ignore[union-attr]
+        assert seq.seal_once(1004) is None and seq.rollbacks == 0  # the tracker has not read the tip yet
+        anchors.synced = 10**9
         again = seq.seal_once(1004)
         assert seq.rollbacks == 1 and again is not None and again.header.number == 1
         assert again.header.parent_hash == b0.header.hash
         assert again.header.l1_origin_height == chain.chain.tip.height - PARAMS.k_deposit_confs + 1  # type: ignore[union-attr]
         assert [t.tx_hash for t in again.transactions] == sent
-        # Without an in-process poster the sequencer cannot know, and seals on.
+        # With no anchor tracker at all (a sequencer built without one) it cannot know, and seals on.
         seq.anchors = None
         chain.extend(1, PARAMS.max_l1_origin_lag + 10)
         assert seq.seal_once(1005) is None and seq.rollbacks == 1
@@ -240,7 +247,7 @@ def test_batches_too_old_to_anchor_are_sealed_again(tmp_path: Path) -> None:
 
 def test_pending_transactions_are_admitted_again_after_a_restart(tmp_path: Path) -> None:
     """Accepted transactions are mirrored in the database as they arrive (no shutdown step: a kill -9 keeps
-    them too); the next start admits them again in arrival order, drops what is no longer valid, and sealing
+    them too); the next start admits them again in nonce order, drops what is no longer valid, and sealing
     removes them."""
     seq_db, chain_db = Database(tmp_path / "seq"), Database(tmp_path / "chain")
     try:
