@@ -195,10 +195,11 @@ class SignedTx:
     @property
     def tx_hash(self) -> Hash32:
         """keccak256 of the signed encoding: the L2 transaction id, and a withdrawal's id."""
-        if self._tx_hash is None:
-            object.__setattr__(self, "_tx_hash", Hash32(keccak256(self.encode())))
-        assert self._tx_hash is not None
-        return self._tx_hash
+        tx_hash = self._tx_hash
+        if tx_hash is None:
+            tx_hash = Hash32(keccak256(self.encode()))
+            object.__setattr__(self, "_tx_hash", tx_hash)
+        return tx_hash
 
 
 @dataclass(frozen=True, slots=True)

@@ -93,6 +93,16 @@ class L1Traversal:
         self.tip = self._source.tip_height()
         self._begin, self._prev = height, prev_hash
 
+    def resume_after(self, height: int, block_hash: bytes) -> None:
+        """Go on after block `height`, to the current tip, if the node's chain still holds `block_hash` there;
+        ReorgDetected if it does not (or no longer reaches that height)."""
+        if self._source.tip_height() < height:
+            raise ReorgDetected(f"the chain is shorter than the {height} blocks scanned")
+        ((on_chain, _),) = self._source.blocks(range(height, height + 1))
+        if on_chain != block_hash:
+            raise ReorgDetected(f"block {height} changed since it was scanned")
+        self.resume(height + 1, on_chain)
+
     def __iter__(self) -> Iterator[L1Block]:
         for first in range(self._begin, self.tip + 1, FETCH_BATCH):
             heights = range(first, min(first + FETCH_BATCH, self.tip + 1))

@@ -223,14 +223,8 @@ class Derivation:
         the relayer) thus reads each block once instead of replaying from its start at every new tip."""
         if not self._hashes:
             return self.run()
-        last = self._from + len(self._hashes) - 1
         try:
-            if self._source.tip_height() < last:
-                raise ReorgDetected(f"the chain is shorter than the {last} blocks scanned")
-            ((on_chain, _),) = self._source.blocks(range(last, last + 1))
-            if on_chain != self._hashes[-1]:
-                raise ReorgDetected(f"block {last} changed since it was scanned")
-            self._traversal.resume(last + 1, on_chain)
+            self._traversal.resume_after(self._from + len(self._hashes) - 1, self._hashes[-1])
             return self._scan()
         except ReorgDetected:
             self._reset()

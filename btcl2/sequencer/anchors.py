@@ -36,12 +36,11 @@ class ChainAnchors:
         interval: float = 1.0,
     ) -> None:
         """`batch_hash(number)` is the hash of the sequencer's batch `number` (None if it has none)."""
-        self._source = RpcBlockSource(rpc)
         self._params = params
         self._start = start_height
         self._batch_hash = batch_hash
         self._interval = interval
-        self._traversal = L1Traversal(self._source, start_height)
+        self._traversal = L1Traversal(RpcBlockSource(rpc), start_height)
         self._assembler = ChunkAssembler()
         self._found: dict[tuple[int, bytes], int] = {}
         """(batch number, batch hash) -> height of the block completing its first complete anchor."""
@@ -76,14 +75,8 @@ class ChainAnchors:
         """Scan the blocks the node added since the last call (blocking); when the last block scanned left
         the best chain, forget everything and scan again from the start height."""
         if self._last is not None:
-            height, block_hash = self._last
             try:
-                if self._source.tip_height() < height:
-                    raise ReorgDetected(f"the chain is shorter than the {height} blocks scanned")
-                ((on_chain, _),) = self._source.blocks(range(height, height + 1))
-                if on_chain != block_hash:
-                    raise ReorgDetected(f"block {height} changed since it was scanned")
-                self._traversal.resume(height + 1, on_chain)
+                self._traversal.resume_after(*self._last)
                 self._scan(self._found)
                 return
             except ReorgDetected as exc:
