@@ -183,10 +183,16 @@ def taproot_tweak(xonly: bytes, merkle_root: bytes | None = None) -> bytes:
 
 def tweak_xonly_pubkey(xonly: bytes, merkle_root: bytes | None = None) -> bytes:
     """The BIP341 output key (x-only) for an internal key; raises InvalidKey for a bad key or tweak."""
+    return taproot_output_key(xonly, merkle_root)[0]
+
+
+def taproot_output_key(xonly: bytes, merkle_root: bytes | None = None) -> tuple[bytes, int]:
+    """The BIP341 output key (x-only) for an internal key and its parity (the low bit a script-path spend's
+    control block must carry); raises InvalidKey for a bad key or tweak."""
     try:
         pk = coincurve.PublicKeyXOnly(bytes(xonly))
         pk.tweak_add(taproot_tweak(xonly, merkle_root))
-        return bytes(pk.format())
+        return bytes(pk.format()), int(pk.parity)
     except ValueError as e:
         raise InvalidKey(str(e)) from e
 

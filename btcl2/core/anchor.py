@@ -21,10 +21,12 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Self
 
-from btcl2.bitcoin.keys import PrivateKey
-from btcl2.bitcoin.script import OP_RETURN, dust_threshold, iter_ops, push_data
+from btcl2.bitcoin.hashes import hash160
+from btcl2.bitcoin.keys import PrivateKey, verify_ecdsa
+from btcl2.bitcoin.script import OP_RETURN, dust_threshold, iter_ops, p2pkh, p2wpkh, push_data
+from btcl2.bitcoin.sighash import SIGHASH_ALL, segwit_v0_sighash
 from btcl2.bitcoin.sign import PrevoutInfo, sign_transaction
-from btcl2.bitcoin.tx import OutPoint, Tx, TxIn, TxOut
+from btcl2.bitcoin.tx import MAX_MONEY, OutPoint, Tx, TxIn, TxOut
 from btcl2.core.hashing import keccak256
 from btcl2.core.types import Batch, Hash32
 from btcl2.errors import DecodeError, InvalidInput
@@ -203,22 +205,29 @@ def _is_commitment(spk: bytes) -> bool:
     return first is not None and first[1] is not None and first[1].startswith(ANCHOR_MAGIC)
 
 
-def is_authenticated_anchor(tx: Tx, poster_pubkey: bytes) -> bool:
-    """Whether the first input of `tx` is a P2WPKH spend of `poster_pubkey`.
+def is_authenticated_anchor(tx: Tx, spent: TxOut, poster_pubkey: bytes) -> bool:
+    """Whether the first input of `tx`, which spends `spent`, is the poster's signed P2WPKH spend.
 
-    Only the witness is read: an empty scriptSig and exactly two witness items, a DER signature with its
-    sighash byte and the 33-byte key. Blocks commit to witnesses (wtxid), and a valid block's P2WPKH
-    spend carries a signature by that key over the transaction, so the poster authorized this anchor.
-    A P2WSH spend could show the same shape only if the key's 33 bytes were a satisfiable script; keys
-    whose bytes do not even parse as a script (the devnet key) rule that out.
+    `spent` is the output that input spends, as the node's chain holds it (value and scriptPubKey). It must
+    be exactly P2WPKH(hash160(poster_pubkey)); the input must have an empty scriptSig and the witness
+    [signature, poster_pubkey]; the signature must be strict DER, low S, with sighash type exactly
+    SIGHASH_ALL, and verify under the poster key over the BIP143 digest of input 0 (which commits to the
+    spent amount and every output). Reading the witness alone is not enough: the same two items are a
+    valid taproot script-path spend (unknown leaf version) of an output anyone can make.
     """
-    if not tx.vin:
+    if not tx.vin or not 0 <= spent.value <= MAX_MONEY:
+        return False
+    keyhash = hash160(poster_pubkey)
+    if spent.script_pubkey != p2wpkh(keyhash):
         return False
     first = tx.vin[0]
     if first.script_sig or len(first.witness) != 2:
         return False
     sig, pubkey = first.witness
-    return pubkey == poster_pubkey and 9 <= len(sig) <= 73 and sig[0] == 0x30
+    if pubkey != poster_pubkey or not sig or sig[-1] != SIGHASH_ALL:
+        return False
+    digest = segwit_v0_sighash(tx, 0, p2pkh(keyhash), spent.value, SIGHASH_ALL)
+    return verify_ecdsa(pubkey, sig[:-1], digest)
 
 
 def decode_anchor_tx(tx: Tx) -> AnchorChunk | None:

@@ -1,8 +1,8 @@
 """Replay's attestation stage: collect the attestation records of authenticated transactions and judge each
 against the batch replay applied (docs/PROTOCOL.md, "Attestations").
 
-A record counts only in a transaction whose first input is a P2WPKH spend of the poster key (the anchors'
-rule), so nobody else can make replay fail by writing garbage. Every counted record must name an applied
+A record counts only in a transaction whose first input is the poster's signed spend of its P2WPKH output
+(the anchors' rule, checked against the output it spends: `L1Block.poster_signed`), so nobody else can make replay fail by writing garbage. Every counted record must name an applied
 batch with exactly replay's batch hash, post-state root and exits root, name at least M registered signers,
 and carry an aggregate signature that verifies (FastAggregateVerify); the first that does not is the run's
 divergence. Verification results are cached per record, so a signer replaying at every new tip pays the
@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass, field
 
 from btcl2.bitcoin.tx import Tx
-from btcl2.core.anchor import is_authenticated_anchor
 from btcl2.core.attestation import (
     Attestation,
     AttestationError,
@@ -23,6 +22,7 @@ from btcl2.core.attestation import (
     verify_attestation,
 )
 from btcl2.core.params import Params
+from btcl2.derive.l1 import L1Block
 
 _VERIFIED: dict[tuple[bytes, int, tuple[bytes, ...], int], bool] = {}
 """(record, chain id, keys, M) -> verified; one process verifies each record once."""
@@ -87,17 +87,18 @@ class AttestationStage:
         self.seen = []
         self.unreadable = []
 
-    def add(self, tx: Tx, height: int) -> None:
-        """Take the records of one transaction of the best chain (ignored unless the poster wrote it)."""
+    def add(self, tx: Tx, l1: L1Block) -> None:
+        """Take the records of one transaction of block `l1` (ignored unless the poster wrote it)."""
+        poster = self._params.poster_pubkey
         try:
             records = decode_attestation_tx(tx)
         except AttestationError as exc:
-            if is_authenticated_anchor(tx, self._params.poster_pubkey):
-                failure = AttestationFailure(None, tx.txid_hex, height, type(exc).__name__, str(exc))
+            if l1.poster_signed(tx, poster):
+                failure = AttestationFailure(None, tx.txid_hex, l1.height, type(exc).__name__, str(exc))
                 self.unreadable.append(failure)
             return
-        if records and is_authenticated_anchor(tx, self._params.poster_pubkey):
-            self.seen.extend(SeenAttestation(a, tx.txid_hex, height) for a in records)
+        if records and l1.poster_signed(tx, poster):
+            self.seen.extend(SeenAttestation(a, tx.txid_hex, l1.height) for a in records)
 
     def judge(
         self, applied: dict[int, tuple[bytes, bytes, bytes]], stale: frozenset[bytes] = frozenset()

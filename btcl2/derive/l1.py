@@ -1,12 +1,19 @@
-"""L1 traversal: Bitcoin blocks in height order from a start height to a tip, linked by parent hash."""
+"""L1 traversal: Bitcoin blocks in height order from a start height to a tip, linked by parent hash.
 
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Protocol
+Blocks are read raw (getblock verbosity 0) in batches. The outputs a block's transactions spend are read
+(getblock verbosity 3, Core's undo data) only for a block holding a transaction that presents the poster
+key, to authenticate it against the output it spends (`L1Block.poster_signed`).
+"""
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from btcl2.bitcoin.block import Block
-from btcl2.bitcoin.rpc import RPCError, SyncBitcoinRPC
-from btcl2.errors import Critical, DecodeError, ReorgDetected, Temporary
+from btcl2.bitcoin.rpc import RPCError, SyncBitcoinRPC, to_sats
+from btcl2.bitcoin.tx import Tx, TxOut
+from btcl2.core.anchor import is_authenticated_anchor
+from btcl2.errors import Critical, DecodeError, InvalidInput, ReorgDetected, Temporary
 
 FETCH_BATCH = 16
 """Blocks requested per JSON-RPC batch call: few round trips, bounded reply size."""
@@ -21,6 +28,11 @@ class BlockSource(Protocol):
 
     def blocks(self, heights: range) -> list[tuple[bytes, Block]]:
         """(block hash in internal order, block) of the best chain at each height."""
+        ...
+
+    def first_prevouts(self, block_hash: bytes) -> Mapping[bytes, TxOut]:
+        """txid (internal order) -> the output its first input spends, for every non-coinbase transaction
+        of block `block_hash`; ReorgDetected when the node no longer has them (the block left its chain)."""
         ...
 
 
@@ -50,6 +62,19 @@ class RpcBlockSource:
             out.append((block.hash, block))
         return out
 
+    def first_prevouts(self, block_hash: bytes) -> dict[bytes, TxOut]:
+        """getblock(hash, 3): each input's "prevout" {value, scriptPubKey} from the node's undo data (Core
+        >= 25, no txindex needed)."""
+        hash_hex = block_hash[::-1].hex()
+        try:
+            found = self._rpc.call("getblock", hash_hex, 3)
+        except RPCError as exc:
+            raise ReorgDetected(f"getblock {hash_hex}: {exc.message}") from exc
+        try:
+            return _first_prevouts(found["tx"])
+        except (KeyError, IndexError, TypeError, ValueError, InvalidInput) as exc:
+            raise Critical(f"node returned unreadable prevouts for block {hash_hex}: {exc!r}") from exc
+
     def _batch(self, calls: list[tuple[str, list[object]]]) -> list[str]:
         results = self._rpc.batch(list(calls))
         for result in results:
@@ -59,6 +84,18 @@ class RpcBlockSource:
             if not isinstance(result, str):
                 raise Temporary(f"unexpected reply {result!r}")
         return [str(r) for r in results]
+
+
+def _first_prevouts(txs: list[dict[str, Any]]) -> dict[bytes, TxOut]:
+    out: dict[bytes, TxOut] = {}
+    for tx in txs[1:]:
+        vin = tx["vin"][0]
+        if "prevout" not in vin:
+            raise ReorgDetected(f"no undo data for transaction {tx['txid']}: its block left the chain")
+        prevout = vin["prevout"]
+        spk = bytes.fromhex(prevout["scriptPubKey"]["hex"])
+        out[bytes.fromhex(tx["txid"])[::-1]] = TxOut(to_sats(prevout["value"]), spk)
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +108,25 @@ class L1Block:
     """Its hash, internal byte order."""
     block: Block
     """The decoded block."""
+    source: BlockSource | None = field(default=None, repr=False, compare=False)
+    """Where the outputs its transactions spend are read, once, when first needed."""
+    _spent: dict[bytes, TxOut] = field(default_factory=dict, repr=False, compare=False)
+
+    def poster_signed(self, tx: Tx, poster_pubkey: bytes) -> bool:
+        """Whether `tx`, a transaction of this block, is authenticated by the poster: its first input is the
+        poster's signed P2WPKH spend (btcl2.core.anchor.is_authenticated_anchor) of the output the node says
+        it spends. The node is asked only for a transaction whose first input presents the poster key."""
+        if tx.is_coinbase or not tx.vin or tx.vin[0].witness[-1:] != (poster_pubkey,):
+            return False
+        spent = self._spent.get(tx.txid)
+        if spent is None:
+            if self.source is None:
+                raise Critical(f"block {self.height} has no source to read the outputs it spends")
+            self._spent.update(self.source.first_prevouts(self.hash))
+            spent = self._spent.get(tx.txid)
+            if spent is None:
+                raise Critical(f"the node gave no prevout for {tx.txid_hex} of block {self.height}")
+        return is_authenticated_anchor(tx, spent, poster_pubkey)
 
 
 class L1Traversal:
@@ -112,4 +168,4 @@ class L1Traversal:
                         f"block {block.hash_hex} at height {height} does not extend our chain"
                     )
                 self._prev = block_hash
-                yield L1Block(height, block_hash, block)
+                yield L1Block(height, block_hash, block, self._source)

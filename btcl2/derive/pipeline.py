@@ -5,8 +5,11 @@ Rules (docs/PROTOCOL.md, "Anchors"):
 * Batches apply in number order. The first anchored batch of the next number that applies wins; an
   anchor that fails (bad data, wrong root, skipped deposit, ...) is rejected and replay waits for another
   anchor of that number, because anyone can write an anchor and a bad one must not stop the chain.
-* Only authenticated anchors count: the first input must be a P2WPKH spend of `Params.poster_pubkey`.
-  Anything else carrying a commitment is ignored and reported as an unauthenticated anchor.
+* Only authenticated anchors count: the first input must spend exactly P2WPKH(hash160(`Params.poster_pubkey`))
+  (the output it spends is read from the node: getblock verbosity 3), with the witness [signature, poster key]
+  and a low-S DER SIGHASH_ALL signature that verifies over the input's BIP143 digest. A witness of that shape
+  alone proves nothing (it is also a taproot script-path spend anyone can make). Anything else carrying a
+  commitment is ignored and reported as an unauthenticated anchor.
 * Another anchor of an applied batch is a no-op when it carries the same batch, and is reported as a
   conflict otherwise.
 * A batch's L1 origin must be a block of the scanned best chain below the block that completes its
@@ -30,7 +33,7 @@ from dataclasses import dataclass, field
 
 from btcl2.bitcoin.block import Block
 from btcl2.bitcoin.tx import Tx
-from btcl2.core.anchor import AnchorError, decode_anchor_tx, is_authenticated_anchor
+from btcl2.core.anchor import AnchorError, decode_anchor_tx
 from btcl2.core.deposits import Deposit, RejectedDeposit, parse_deposit
 from btcl2.core.errors import InvalidBatch, L1OriginTooOld, L1OriginTooRecent
 from btcl2.core.exits import exit_records, exits_root
@@ -251,15 +254,15 @@ class Derivation:
         self._hashes.append(l1.hash)
         self._deposits.add_block(l1.height, l1.block)
         for tx in l1.block.txs:
-            self._attestations.add(tx, l1.height)
+            self._attestations.add(tx, l1)
             try:
                 chunk = decode_anchor_tx(tx)
             except AnchorError as exc:
-                if self._unauthenticated(tx, l1.height, None):
+                if self._unauthenticated(tx, l1, None):
                     continue
                 self._rejected(malformed(tx, l1.height, exc))
                 continue
-            if chunk is None or self._unauthenticated(tx, l1.height, chunk.commitment.batch_number):
+            if chunk is None or self._unauthenticated(tx, l1, chunk.commitment.batch_number):
                 continue
             frame = self._assembler.add(chunk, AnchorRef(tx.txid_hex, l1.height))
             if isinstance(frame, AnchoredBatch):
@@ -271,13 +274,13 @@ class Derivation:
         if self._on_block is not None:
             self._on_block(progress)
 
-    def _unauthenticated(self, tx: Tx, height: int, number: int | None) -> bool:
+    def _unauthenticated(self, tx: Tx, l1: L1Block, number: int | None) -> bool:
         """Record and skip an anchor the poster did not sign; False when it is the poster's."""
-        if is_authenticated_anchor(tx, self._params.poster_pubkey):
+        if l1.poster_signed(tx, self._params.poster_pubkey):
             return False
-        message = "first input is not a P2WPKH spend of the poster key"
+        message = "first input is not the poster's signed spend of its P2WPKH output"
         finding = Finding("UnauthenticatedAnchor", message)
-        self._out.unauthenticated.append(Rejection(number, (AnchorRef(tx.txid_hex, height),), finding))
+        self._out.unauthenticated.append(Rejection(number, (AnchorRef(tx.txid_hex, l1.height),), finding))
         return True
 
     def _rejected(self, frame: RejectedAnchor) -> None:

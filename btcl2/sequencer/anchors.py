@@ -4,7 +4,7 @@ With `--post` the poster in the same process answers the sequencer's questions f
 `btcl2 poster run` shares nothing with the sequencer; without this the sequencer could not tell that a batch
 can no longer be validly anchored (its poster was down past `max_l1_origin_lag`) and would go on sealing on top
 of a batch replay will never accept. ChainAnchors scans the node's best chain for the poster's anchors as
-replay does (authenticated commitment, chunks reassembled into the batch) and records the height at which each
+replay does (commitment authenticated against the output it spends, chunks reassembled into the batch) and records the height at which each
 batch version's anchor became complete. It does not execute batches: the sequencer sealed them itself, and it
 compares their hashes.
 """
@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 
 from btcl2.bitcoin.rpc import RPCError, SyncBitcoinRPC
-from btcl2.core.anchor import AnchorError, decode_anchor_tx, is_authenticated_anchor
+from btcl2.core.anchor import AnchorError, decode_anchor_tx
 from btcl2.core.params import Params
 from btcl2.derive.frames import AnchoredBatch, AnchorRef, ChunkAssembler
 from btcl2.derive.l1 import L1Traversal, RpcBlockSource
@@ -103,7 +103,7 @@ class ChainAnchors:
                     chunk = decode_anchor_tx(tx)
                 except AnchorError:
                     continue
-                if chunk is None or not is_authenticated_anchor(tx, self._params.poster_pubkey):
+                if chunk is None or not l1.poster_signed(tx, self._params.poster_pubkey):
                     continue
                 frame = self._assembler.add(chunk, AnchorRef(tx.txid_hex, l1.height))
                 if isinstance(frame, AnchoredBatch):

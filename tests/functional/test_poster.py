@@ -19,6 +19,7 @@ from framework.sequencer import SequencerProcess, fund_poster, poster_key_file
 from framework.util import CoinPool, btc, mine, new_key, wait_until, with_extra_outputs
 
 from btcl2.bitcoin import address
+from btcl2.bitcoin.rpc import to_sats
 from btcl2.bitcoin.tx import Tx, TxOut
 from btcl2.core import eip712
 from btcl2.core.anchor import decode_anchor_tx, is_authenticated_anchor
@@ -87,11 +88,13 @@ class World:
         """Authenticated anchor transactions per batch number in the best chain since the start."""
         count: Counter[int] = Counter()
         for height in range(self.start, self.node.call("getblockcount") + 1):
-            block = self.node.call("getblock", self.node.call("getblockhash", height), 2)
-            for t in block["tx"]:
+            block = self.node.call("getblock", self.node.call("getblockhash", height), 3)
+            for t in block["tx"][1:]:
                 tx = Tx.from_hex(t["hex"])
                 chunk = decode_anchor_tx(tx)
-                if chunk is not None and is_authenticated_anchor(tx, PARAMS.poster_pubkey):
+                prevout = t["vin"][0]["prevout"]
+                spent = TxOut(to_sats(prevout["value"]), bytes.fromhex(prevout["scriptPubKey"]["hex"]))
+                if chunk is not None and is_authenticated_anchor(tx, spent, PARAMS.poster_pubkey):
                     number = chunk.commitment.batch_number
                     origin = int(self.seq.call("l2_getBatch", number)["l1OriginHeight"])
                     assert tx.locktime == origin + K - 1 and height >= origin + K, (number, origin, height)

@@ -6,10 +6,12 @@ import json
 import subprocess
 import sys
 from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from framework.forge import forge_p2wpkh_lookalike
 from framework.node import RegtestNode
 from framework.util import CoinPool, mine, new_key
 
@@ -19,15 +21,18 @@ from btcl2.bitcoin.script import p2wpkh
 from btcl2.bitcoin.sign import PrevoutInfo, sign_transaction
 from btcl2.bitcoin.tx import OutPoint, Tx, TxIn, TxOut
 from btcl2.core.anchor import build_anchor_transactions, encode_anchor_outputs
+from btcl2.core.attestation import Attestation, bitmap_of, secret_from_seed, sign_message
 from btcl2.core.deposits import DepositKind, deposit_tag_script
 from btcl2.core.eip712 import address_from_private_key, sign
+from btcl2.core.exits import exit_records, exits_root
 from btcl2.core.params import Params
 from btcl2.core.state import State
 from btcl2.core.transition import BuiltBatch, build_batch
 from btcl2.core.types import Address20, Batch, DepositCredit, Hash32, Sats, SignedTx, Transfer, Withdrawal
 from btcl2.derive.l1 import RpcBlockSource
-from btcl2.derive.pipeline import DepositIndex
+from btcl2.derive.pipeline import DepositIndex, Derivation
 from btcl2.derive.store import DerivedStore
+from btcl2.sequencer.anchors import ChainAnchors
 
 pytestmark = pytest.mark.functional
 
@@ -269,3 +274,79 @@ def test_replay_end_to_end(node: RegtestNode, pool: CoinPool, tmp_path: Path) ->
     mine(node, 1, new_key().p2wpkh_address)  # another coinbase, so not the invalidated block again
     code, doc, _ = replay(node, l2, "--to-batch", "6")
     assert code == 0 and doc["final_state_root"] == b6.state.root.hex()
+
+
+def _forged_txs(l2: L2, pool: CoinPool, forged: Batch, attestation: Attestation) -> list[Tx]:
+    """The attacker's anchor of `forged` and its attestation record, each spending a P2TR output whose
+    script-path witness has the shape of the poster's P2WPKH spend (tests/framework/forge.py): no poster key."""
+    lookalike = forge_p2wpkh_lookalike(PARAMS.poster_pubkey)
+    coin = pool.take()
+    op = OutPoint(bytes.fromhex(coin.txid)[::-1], coin.vout)
+    outs = (TxOut(200_000, lookalike.script_pubkey), TxOut(200_000, lookalike.script_pubkey))
+    outs += (TxOut(coin.value - 400_000 - 5_000, pool.key.p2wpkh_script),)
+    funding = l2.signed(Tx(2, (TxIn(op),), outs, 0), [(op, TxOut(coin.value, pool.key.p2wpkh_script))])
+    l2.send(funding)  # an ordinary standard transaction
+    l2.mine()
+    (anchor_outs,) = encode_anchor_outputs(forged)
+    spends = [TxIn(OutPoint(funding.txid, i), witness=lookalike.witness) for i in (0, 1)]
+    return [Tx(2, (spends[0],), tuple(anchor_outs), 0), Tx(2, (spends[1],), (attestation.output(),), 0)]
+
+
+def test_forged_anchor_and_attestation_are_ignored(node: RegtestNode, pool: CoinPool) -> None:
+    """Without the poster key an attacker mines (generateblock: consensus-valid, non-standard by policy) a
+    batch 1 of its own ahead of the poster's and a garbage attestation record. Replay, the signers' and
+    relayer's pipeline and the sequencer's ChainAnchors ignore both; the honest chain goes on."""
+    start = node.call("getblockcount") + 1
+    l2 = L2(node, pool, start)
+    l2.deposit(ALICE, 100_000_000)
+    l2.mine(3)
+    b0 = l2.build([])
+    l2.state = b0.state
+    l2.anchor(b0.batch)
+    l2.mine()
+    # A valid batch 1 that would win if its anchor counted: it censors Alice's transfer below.
+    takeover = l2.build([])
+    roots = (
+        b0.batch.hash,
+        b0.batch.header.post_state_root,
+        exits_root(exit_records(b0.batch, PARAMS.l2_chain_id)),
+    )
+    unsigned = Attestation(0, *roots, 0, b"")
+    garbage = sign_message(secret_from_seed(b"attacker"), unsigned.message(PARAMS.l2_chain_id))
+    record = replace(unsigned, signers=bitmap_of([0, 1]), signature=garbage)
+    forged = _forged_txs(l2, pool, takeover.batch, record)
+    mined = node.call("generateblock", new_key().p2wpkh_address, [tx.hex() for tx in forged])
+    block = node.call("getblock", mined["hash"], 3)
+    assert [tx["txid"] for tx in block["tx"][1:]] == [tx.txid_hex for tx in forged]
+    prevout = block["tx"][1]["vin"][0]["prevout"]  # the shape Core >= 25 gives (undo data, no txindex)
+    assert set(prevout) == {"generated", "height", "value", "scriptPubKey"}
+    assert prevout["value"] == Decimal("0.002") and prevout["generated"] is False
+    assert prevout["scriptPubKey"]["hex"] == forge_p2wpkh_lookalike(PARAMS.poster_pubkey).script_pubkey.hex()
+
+    b1 = l2.build(l2.transfers(1))
+    assert b1.state.root != takeover.state.root
+    l2.anchor(b1.batch)
+    l2.mine()
+    l2.state = b1.state
+    code, doc, _ = replay(node, l2)
+    assert [a["hash"] for a in doc["applied"]] == [b0.batch.hash.hex(), b1.batch.hash.hex()]
+    assert doc["final_state_root"] == b1.state.root.hex()
+    assert code == 0, doc["divergence"]
+    assert [(u["batch"], u["anchors"][0]["txid"]) for u in doc["unauthenticated"]] == [
+        (1, forged[0].txid_hex)
+    ]
+    assert not doc["attestation_failures"] and not doc["conflicts"]
+
+    # The pipeline signers, coordinator and relayer run in process; and the sequencer's own anchor scan.
+    out = Derivation(RpcBlockSource(node.rpc), PARAMS, start).run()
+    assert out.divergence is None and [a.hash for a in out.applied] == [
+        b0.batch.hash.hex(),
+        b1.batch.hash.hex(),
+    ]
+    assert out.attestations is not None and not out.attestations.failures
+    hashes = {1: takeover.batch.hash}
+    anchors = ChainAnchors(node.rpc, PARAMS, start, hashes.get)
+    anchors.refresh()
+    assert anchors.anchor_height(1) is None
+    hashes[1] = b1.batch.hash
+    assert anchors.anchor_height(1) == node.call("getblockcount")

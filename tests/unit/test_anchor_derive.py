@@ -1,10 +1,15 @@
 """The derivation pipeline over an in-memory chain: matches, divergences, duplicates, the LevelDB store."""
 
 import hashlib
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 from btcl2.bitcoin.block import Block, BlockHeader
+from btcl2.bitcoin.hashes import hash160
+from btcl2.bitcoin.keys import PrivateKey
+from btcl2.bitcoin.script import p2wpkh
+from btcl2.bitcoin.sign import PrevoutInfo, sign_transaction
 from btcl2.bitcoin.tx import OutPoint, Tx, TxIn, TxOut
 from btcl2.core.anchor import Codec, encode_anchor_outputs
 from btcl2.core.attestation import Attestation, aggregate, bitmap_of, secret_from_seed, sign_message
@@ -17,6 +22,9 @@ from btcl2.core.transition import build_batch, transactions_root
 from btcl2.core.types import Batch, Hash32, Sats, Transfer
 from btcl2.derive.pipeline import Derivation, Outcome
 from btcl2.derive.store import DerivedStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from framework.forge import forge_p2wpkh_lookalike
 
 PARAMS = Params()
 ATTESTATION_SECRETS = [
@@ -53,15 +61,25 @@ class FakeChain:
         return [(self.blocks[h].hash, self.blocks[h]) for h in heights]
 
 
+SPENT: dict[OutPoint, TxOut] = {}
+"""The output each test transaction's first input spends, as a node's undo data would say."""
+
+
 class Source:
     def __init__(self, chain: FakeChain) -> None:
         self.chain = chain
+        self.prevout_reads = 0
 
     def tip_height(self) -> int:
         return self.chain.tip_height()
 
     def blocks(self, heights: range) -> list[tuple[bytes, Block]]:
         return self.chain.blocks_at(heights)
+
+    def first_prevouts(self, block_hash: bytes) -> dict[bytes, TxOut]:
+        self.prevout_reads += 1
+        (block,) = [b for b in self.chain.blocks if b.hash == block_hash]
+        return {tx.txid: SPENT.get(tx.vin[0].prevout, TxOut(0, b"\x51")) for tx in block.txs[1:]}
 
 
 def deposit_tx(n: int, amount: int = 500_000) -> Tx:
@@ -72,34 +90,47 @@ def deposit_tx(n: int, amount: int = 500_000) -> Tx:
     return Tx(2, (TxIn(OutPoint(hashlib.sha256(b"dep%d" % n).digest(), 0)),), outs, 0)
 
 
-# The shape of a P2WPKH spend of the poster key; the pipeline reads the witness, not the signature
-# (the block's validity proves the signature).
-POSTER_WITNESS = (b"\x30" + bytes(70), PARAMS.poster_pubkey)
+POSTER_KEY = PrivateKey(hashlib.sha256(b"btcl2 devnet poster").digest())
+OTHER_KEY = PrivateKey(hashlib.sha256(b"someone else").digest())
+
+
+def signed_by(tx: Tx, key: PrivateKey) -> Tx:
+    """`tx` with its first input a signed P2WPKH spend of an output of `key` (recorded in SPENT)."""
+    op = tx.vin[0].prevout
+    SPENT[op] = TxOut(100_000, p2wpkh(hash160(key.pubkey())))
+    result = sign_transaction(tx, [key], {op: PrevoutInfo(SPENT[op].script_pubkey, SPENT[op].value)})
+    assert result.complete
+    return result.tx
+
+
+def forged(tx: Tx) -> Tx:
+    """`tx` spending a P2TR output whose script-path witness looks like the poster's P2WPKH spend."""
+    lookalike = forge_p2wpkh_lookalike(PARAMS.poster_pubkey)
+    op = OutPoint(hashlib.sha256(b"forged" + tx.vin[0].prevout.encode()).digest(), 0)
+    SPENT[op] = TxOut(100_000, lookalike.script_pubkey)
+    return replace(tx, vin=(TxIn(op, witness=lookalike.witness), *tx.vin[1:]))
 
 
 def anchor_txs(
-    batch: Batch, codec: Codec = Codec.LZMA, size: int = 99_000, witness: tuple[bytes, ...] = POSTER_WITNESS
+    batch: Batch, codec: Codec = Codec.LZMA, size: int = 99_000, key: PrivateKey | None = POSTER_KEY
 ) -> list[Tx]:
-    return [
-        Tx(
-            2,
-            (TxIn(OutPoint(hashlib.sha256(batch.hash + bytes([i])).digest(), 0), witness=witness),),
-            tuple(outs),
-            0,
-        )
+    """The anchor transactions of `batch`, each signed by `key` (unsigned when None)."""
+    txs = [
+        Tx(2, (TxIn(OutPoint(hashlib.sha256(batch.hash + bytes([i])).digest(), 0)),), tuple(outs), 0)
         for i, outs in enumerate(encode_anchor_outputs(batch, codec, size))
     ]
+    return txs if key is None else [signed_by(tx, key) for tx in txs]
 
 
-def attestation_tx(batch: Batch) -> Tx:
-    """The poster's transaction carrying the members' attestation of `batch` (signers 1 and 2 of 3)."""
+def attestation_tx(batch: Batch, secrets: list[int] = ATTESTATION_SECRETS[:2]) -> Tx:
+    """The poster's transaction carrying an attestation of `batch` by `secrets` (signers 1 and 2 of 3)."""
     roots = (batch.hash, batch.header.post_state_root, exits_root(exit_records(batch, PARAMS.l2_chain_id)))
     unsigned = Attestation(batch.header.number, *roots, 0, b"")
     message = unsigned.message(PARAMS.l2_chain_id)
-    signature = aggregate([sign_message(secret, message) for secret in ATTESTATION_SECRETS[:2]])
+    signature = aggregate([sign_message(secret, message) for secret in secrets])
     record = replace(unsigned, signers=bitmap_of([0, 1]), signature=signature)
-    op = OutPoint(hashlib.sha256(b"attest" + batch.hash).digest(), 0)
-    return Tx(2, (TxIn(op, witness=POSTER_WITNESS),), (record.output(),), 0)
+    op = OutPoint(hashlib.sha256(b"attest" + batch.hash + bytes(len(secrets))).digest(), 0)
+    return signed_by(Tx(2, (TxIn(op),), (record.output(),), 0), POSTER_KEY)
 
 
 def setup_chain() -> tuple[FakeChain, list[Batch], State]:
@@ -196,7 +227,8 @@ def test_bad_transaction_is_named() -> None:
 
 
 def test_unauthenticated_anchor_is_ignored() -> None:
-    """Someone else anchors a valid empty batch 1 first: ignored and reported; the poster's applies."""
+    """Others anchor a valid batch 1 first: signed by another key, unsigned, and a taproot script-path spend
+    whose witness has the shape of the poster's P2WPKH spend. All ignored and reported; the poster's applies."""
     chain, batches, state = setup_chain()
     genuine = chain.blocks.pop()
     origin = 3
@@ -204,13 +236,32 @@ def test_unauthenticated_anchor_is_ignored() -> None:
         State(), PARAMS, [], [], (origin, chain.hash(origin)), 200
     )  # not even on batch 0's state: it does not matter, it is never read
     takeover = replace(batches[1], transactions=(), header=replace(batches[1].header, timestamp=5))
-    stranger = (b"\x30" + bytes(70), bytes.fromhex("02" + "11" * 32))
-    chain.mine([*anchor_txs(takeover, witness=stranger), *anchor_txs(empty.batch, witness=())])
+    lookalike = replace(batches[1], transactions=(), header=replace(batches[1].header, timestamp=6))
+    chain.mine(
+        [
+            *anchor_txs(takeover, key=OTHER_KEY),
+            *anchor_txs(empty.batch, key=None),
+            *[forged(tx) for tx in anchor_txs(lookalike, key=None)],
+        ]
+    )
     chain.blocks.append(replace(genuine, header=replace(genuine.header, prev_hash=chain.blocks[-1].hash)))
     out = Derivation(Source(chain), PARAMS).run()
     assert out.divergence is None and out.state.root == state.root
-    assert [u.finding.error for u in out.unauthenticated] == ["UnauthenticatedAnchor"] * 2
-    assert out.unauthenticated[0].batch_number == 1 and not out.conflicts and not out.superseded
+    assert [u.finding.error for u in out.unauthenticated] == ["UnauthenticatedAnchor"] * 3
+    assert [u.batch_number for u in out.unauthenticated] == [1, 0, 1]
+    assert not out.conflicts and not out.superseded
+
+
+def test_forged_attestation_record_is_ignored() -> None:
+    """A bad attestation record fails replay only when the poster wrote it: a look-alike spend is ignored."""
+    chain, batches, _ = setup_chain()
+    bad = attestation_tx(batches[0], [secret_from_seed(b"attacker")])
+    chain.mine([forged(bad)])
+    out = Derivation(Source(chain), PARAMS).run()
+    assert out.divergence is None and out.attestations is not None and not out.attestations.failures
+    chain.mine([bad])  # the same record in the poster's own transaction does count
+    out = Derivation(Source(chain), PARAMS).run()
+    assert out.divergence is not None and out.divergence.finding.error == "BadAggregate"
 
 
 def test_origin_with_fewer_than_k_confirmations_is_rejected() -> None:
@@ -296,6 +347,7 @@ def test_follow_reads_new_blocks_only_and_matches_a_fresh_run() -> None:
     follower = Derivation(source, PARAMS)
     assert _summary(follower.run()) == _summary(Derivation(Source(chain), PARAMS).run())
     assert source.read == len(chain.blocks)
+    assert source.prevout_reads == 2  # only the two blocks holding the poster's anchors
     half = anchor_txs(batches[1], size=400)  # batch 1 again, in two chunks: the first alone is incomplete
     assert len(half) > 1
     chain.mine(half[:1])
