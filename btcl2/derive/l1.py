@@ -37,7 +37,8 @@ class BlockSource(Protocol):
 
 
 class RpcBlockSource:
-    """Blocks over JSON-RPC: getblockcount, getblockhash and getblock verbosity 0, batched."""
+    """Blocks over JSON-RPC: getblockcount, getblockhash and getblock verbosity 0, batched; getblock verbosity
+    3 for the outputs one block's transactions spend."""
 
     def __init__(self, rpc: SyncBitcoinRPC) -> None:
         self._rpc = rpc
