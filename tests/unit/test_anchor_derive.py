@@ -3,7 +3,10 @@
 import hashlib
 import sys
 from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
+
+import pytest
 
 from btcl2.bitcoin.block import Block, BlockHeader
 from btcl2.bitcoin.hashes import hash160
@@ -20,8 +23,10 @@ from btcl2.core.params import Params
 from btcl2.core.state import State
 from btcl2.core.transition import build_batch, transactions_root
 from btcl2.core.types import Batch, Hash32, Sats, Transfer
+from btcl2.derive.l1 import RpcBlockSource
 from btcl2.derive.pipeline import Derivation, Outcome
 from btcl2.derive.store import DerivedStore
+from btcl2.errors import Critical, ReorgDetected
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from framework.forge import forge_p2wpkh_lookalike
@@ -369,3 +374,38 @@ def test_follow_reads_new_blocks_only_and_matches_a_fresh_run() -> None:
     # A chain now shorter than what was scanned: starts over too.
     del chain.blocks[3:]
     assert _summary(follower.follow()) == _summary(Derivation(Source(chain), PARAMS).run())
+
+
+class CannedRPC:
+    """One getblock verbosity 3 reply, as Core's JSON (amounts parsed as Decimal by the client)."""
+
+    def __init__(self, reply: object) -> None:
+        self.reply = reply
+
+    def call(self, method: str, *params: object) -> object:
+        assert method == "getblock" and params[1] == 3
+        return self.reply
+
+
+def test_first_prevouts_parses_core_replies_exactly() -> None:
+    txid = "ab" * 32
+    spk = p2wpkh(bytes(20))
+    prevout = {
+        "generated": False,
+        "height": 7,
+        "value": Decimal("20999999.97690000"),
+        "scriptPubKey": {"hex": spk.hex()},
+    }
+    tx = {"txid": txid, "vin": [{"txid": "cd" * 32, "vout": 0, "prevout": prevout}]}
+    reply = {"tx": [{"txid": "00" * 32, "vin": [{"coinbase": "00"}]}, tx]}
+    spent = RpcBlockSource(CannedRPC(reply)).first_prevouts(bytes(32))  # type: ignore[arg-type]
+    assert spent == {bytes.fromhex(txid)[::-1]: TxOut(2_099_999_997_690_000, spk)}
+    # Without undo data (the block left the chain) Core omits "prevout": scan again.
+    no_undo = {"tx": [reply["tx"][0], {"txid": txid, "vin": [{"txid": "cd" * 32, "vout": 0}]}]}
+    with pytest.raises(ReorgDetected):
+        RpcBlockSource(CannedRPC(no_undo)).first_prevouts(bytes(32))  # type: ignore[arg-type]
+    # An amount with sub-satoshi precision, or a float, is not a node's reply.
+    for value in (Decimal("0.000000001"), 0.1):
+        bad = {"tx": [reply["tx"][0], {**tx, "vin": [{"prevout": {**prevout, "value": value}}]}]}
+        with pytest.raises(Critical):
+            RpcBlockSource(CannedRPC(bad)).first_prevouts(bytes(32))  # type: ignore[arg-type]
