@@ -16,11 +16,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from btcl2.bitcoin.rpc import RPCError, SyncBitcoinRPC
+from btcl2.bitcoin.tx import OutPoint
 from btcl2.core.params import Params
+from btcl2.core.state import State
+from btcl2.core.transition import BuiltBatch, build_batch
 from btcl2.core.types import Batch
 from btcl2.derive.l1 import RpcBlockSource
 from btcl2.derive.pipeline import Derivation
-from btcl2.errors import ReorgDetected, Temporary
+from btcl2.errors import Critical, ReorgDetected, Temporary
+from btcl2.sequencer.store import DepositRecord, DepositStatus
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +60,8 @@ class DerivedChain:
     def refresh(self) -> None:
         """Scan what the node added since the last call (blocking); a reorg below it starts over."""
         self._derivation.follow()
-        tip = self._derivation.scanned_tip()
-        if tip is not None:
+        tip, last = self._derivation.scanned_tip(), self._snapshot
+        if tip is not None and (last is None or (last.tip_height, last.tip_hash) != tip):
             self._snapshot = DerivedSnapshot(tip[0], tip[1], tuple(self._derivation.applied_batches()))
 
     async def run(self) -> None:
@@ -95,3 +99,37 @@ def first_difference(derived: tuple[Batch, ...], head: int | None, own: BatchRea
 def _same(own: BatchReader, derived: tuple[Batch, ...], number: int) -> bool:
     mine = own(number)
     return mine is not None and mine.hash == derived[number].hash
+
+
+def rebuild(
+    state: State, params: Params, batch: Batch, deposit: Callable[[OutPoint], DepositRecord | None]
+) -> BuiltBatch | None:
+    """Build a derived batch again on the sequencer's state (the state before it), to seal it as it is; None
+    while a deposit it credits is not confirmed-awaiting-credit to the sequencer yet (its watcher lags)."""
+    h = batch.header
+    for credit in h.deposits:
+        record = deposit(credit.outpoint)
+        if record is None or record.status != DepositStatus.CONFIRMED or record.credit() != credit:
+            log.debug("sequencer: batch %d to adopt credits a deposit not confirmed yet", h.number)
+            return None
+    origin = (h.l1_origin_height, h.l1_origin_hash)
+    built = build_batch(state, params, h.deposits, batch.transactions, origin, h.timestamp)
+    if built.batch.hash != batch.hash or built.rejected:
+        raise Critical(f"batch {h.number} that replay applied does not rebuild on the sequencer's state")
+    return built
+
+
+def halt_message(missing: list[DepositRecord]) -> str:
+    """What l2_status `halted` says while credited deposits are out of the best chain."""
+    names = ", ".join(
+        f"{r.outpoint.txid_hex}:{r.outpoint.vout} ({r.amount} sats, "
+        + (f"credited by batch {r.batch})" if r.batch is not None else "credited before a roll-back)")
+        for r in missing
+    )
+    return (
+        f"deposit(s) {names} left Bitcoin's best chain in a reorg deeper than K after being credited; "
+        "the rolled-back batches wait until each is mined again with K confirmations (then it is credited "
+        "at its new height and the rolled-back transactions are sealed again, in order). If one does not "
+        "come back, broadcast its transaction again (sendrawtransaction); if it was double-spent, the L2 "
+        'cannot continue without the loss being covered: see docs/PROTOCOL.md, "Reorgs"'
+    )

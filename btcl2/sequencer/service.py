@@ -46,7 +46,7 @@ from btcl2.core.state import Account, State
 from btcl2.core.transition import BuiltBatch, build_batch, check_withdrawal_script
 from btcl2.core.types import Address20, Batch, ExitToEvm, Hash32, SignedTx, Transfer, Withdrawal
 from btcl2.errors import Critical, InvalidInput
-from btcl2.sequencer.adopt import DerivedSnapshot, first_difference
+from btcl2.sequencer.adopt import DerivedSnapshot, first_difference, halt_message, rebuild
 from btcl2.sequencer.mempool import Mempool, MempoolEntry
 from btcl2.sequencer.store import DepositRecord, DepositStatus, SequencerStore, TxRecord, TxStatus
 from btcl2.watcher.confdepth import ConfirmationView
@@ -463,48 +463,24 @@ class Sequencer:
             number = 0 if head is None else head.number + 1
             if number >= len(snapshot.batches):
                 return True
-            batch = snapshot.batches[number]
-            h = batch.header
-            for credit in h.deposits:
-                record = self.store.deposit(credit.outpoint)
-                if record is None or record.status != DepositStatus.CONFIRMED or record.credit() != credit:
-                    log.debug("sequencer: batch %d to adopt credits a deposit not confirmed yet", number)
-                    return False
-            origin = (h.l1_origin_height, h.l1_origin_hash)
-            built = build_batch(self.state, self.params, h.deposits, batch.transactions, origin, h.timestamp)
-            if built.batch.hash != batch.hash or built.rejected:
-                raise Critical(
-                    f"batch {number} that replay applied does not rebuild on the sequencer's state"
-                )
+            built = rebuild(self.state, self.params, snapshot.batches[number], self.store.deposit)
+            if built is None:
+                return False
             self._commit(built, [])
             log.warning(
-                "sequencer: adopted batch %d from Bitcoin's best chain (hash %s)", number, batch.hash.hex()
+                "sequencer: adopted batch %d from Bitcoin's best chain (%s)", number, built.batch.hash.hex()
             )
 
     def _owed_back(self, origin_height: int) -> bool:
         """Whether every owed deposit (credited, then reorged out) awaits credit again at or below the origin;
         if not, sealing halts with what to do (`halted`)."""
-        missing = []
-        for owed in self.store.owed():
-            record = self.store.deposit(owed.outpoint)
-            if record is None or record.status != DepositStatus.CONFIRMED or record.height > origin_height:
-                missing.append(owed)
+        missing = self.store.owed_missing(origin_height)
         if not missing:
             if self.halted is not None:
                 log.warning("sequencer: every deposit reorged out after credit is back: sealing again")
             self.halted = None
             return True
-        names = ", ".join(
-            f"{r.outpoint.txid_hex}:{r.outpoint.vout} ({r.amount} sats, credited by batch {r.batch})"
-            for r in missing
-        )
-        message = (
-            f"deposit(s) {names} left Bitcoin's best chain in a reorg deeper than K after being credited; "
-            "the rolled-back batches wait until each is mined again with K confirmations (then it is credited "
-            "at its new height and the rolled-back transactions are sealed again, in order). If one does not "
-            "come back, broadcast its transaction again (sendrawtransaction); if it was double-spent, the L2 "
-            'cannot continue without the loss being covered: see docs/PROTOCOL.md, "Reorgs"'
-        )
+        message = halt_message(missing)
         if message != self.halted:
             log.critical("sequencer: halted: %s", message)
         self.halted = message

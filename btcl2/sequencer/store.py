@@ -438,6 +438,16 @@ class SequencerStore:
         credited again yet (as they were when credited)."""
         return [DepositRecord.decode(data) for _, data in self.db.iterate(schema.SEQ_OWED)]
 
+    def owed_missing(self, origin_height: int) -> list[DepositRecord]:
+        """The owed deposits not awaiting credit again at or below `origin_height` (not mined again yet, or
+        not K-confirmed yet)."""
+        missing = []
+        for owed in self.owed():
+            record = self.deposit(owed.outpoint)
+            if record is None or record.status != DepositStatus.CONFIRMED or record.height > origin_height:
+                missing.append(owed)
+        return missing
+
     def _credited_record(self, credit: DepositCredit, number: int) -> DepositRecord:
         record = self.deposit(credit.outpoint)
         if record is None or record.status != DepositStatus.CONFIRMED or record.credit() != credit:
