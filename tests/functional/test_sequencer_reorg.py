@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from framework.node import RegtestNode
 from framework.sequencer import SequencerProcess, fund_poster, poster_key_file
-from framework.util import CoinPool, btc, mine, new_key, wait_until, with_extra_outputs
+from framework.util import Coin, CoinPool, btc, mine, new_key, wait_until, with_extra_outputs
 
 from btcl2.bitcoin import address
 from btcl2.bitcoin.tx import TxOut
@@ -49,6 +49,8 @@ class World:
         self.key = os.urandom(32)
         self.user = "0x" + eip712.address_from_private_key(self.key).hex()
         self.nonce = 0
+        self.coins: dict[str, Coin] = {}
+        """The coin each deposit spends, by its txid."""
 
     def deposit(self) -> str:
         """Broadcast a deposit to the user (not mined); its txid."""
@@ -56,6 +58,7 @@ class World:
         outs = {FED_ADDRESS: btc(DEPOSIT), MINER.p2wpkh_address: btc(coin.value - DEPOSIT - 2_000)}
         tag = TxOut(0, deposit_tag_script(DepositKind.L2, bytes.fromhex(self.user[2:])))
         txid: str = self.node.call("sendrawtransaction", with_extra_outputs(self.node, [coin], outs, [tag]))
+        self.coins[txid] = coin
         return txid
 
     def deposit_status(self, txid: str) -> str | None:
@@ -223,6 +226,34 @@ def test_deep_reorg_mines_a_credited_deposit_again(world: World, depth: int) -> 
     doc = w.check_agreement()
     assert doc["deposited_sats"] == DEPOSIT and doc["deposits_credited"] == 1
     assert doc["withdrawn_sats"] == withdrawal.tx.amount
+
+
+def test_credited_deposit_double_spent_by_a_deep_reorg_halts_and_stays_up(world: World) -> None:
+    """The new branch double-spends a credited deposit: it never comes back. The sequencer rolls back, then
+    stays up sealing nothing, l2_status says which deposit and what to do, and nothing is credited twice or
+    from thin air; the process does not exit (a supervisor would restart it in a loop)."""
+    w = world
+    txid, height = _credit(w)
+    w_hash = w.send(w.withdrawal())
+    w.sealed(w_hash)
+    while w.node.call("getblockcount") < height + 3:
+        w.mine()
+    w.node.call("invalidateblock", w.node.call("getblockhash", height))
+    coin = w.coins[txid]
+    spend = with_extra_outputs(w.node, [coin], {MINER.p2wpkh_address: btc(coin.value - 5_000)}, [])
+    w.node.call("generateblock", new_key().p2wpkh_address, [spend])
+    w.mine_empty(4)
+    wait_until(lambda: w.seq.call("l2_status")["halted"] is not None, 30, "the halt")
+    status = w.seq.call("l2_status")
+    assert txid in status["halted"] and "sendrawtransaction" in status["halted"]
+    assert status["headBatch"] is None and w.seq.call("l2_getTransaction", w_hash)["status"] == "pending"
+    w.mine(K + 1)
+    wait_until(
+        lambda: w.seq.call("l2_status")["bitcoinTip"]["height"] == w.node.call("getblockcount"), 30, "tip"
+    )
+    assert w.seq.call("l2_status")["headBatch"] is None and w.seq.call("l2_status")["halted"] is not None
+    assert w.seq.proc is not None and w.seq.proc.poll() is None
+    assert w.seq.call("l2_getBalance", w.user)["balance"] == 0
 
 
 DEST_SCRIPT = new_key().p2wpkh_script
