@@ -131,5 +131,5 @@ def halt_message(missing: list[DepositRecord]) -> str:
         "the rolled-back batches wait until each is mined again with K confirmations (then it is credited "
         "at its new height and the rolled-back transactions are sealed again, in order). If one does not "
         "come back, broadcast its transaction again (sendrawtransaction); if it was double-spent, the L2 "
-        'cannot continue without the loss being covered: see docs/PROTOCOL.md, "Reorgs"'
+        'cannot continue without the loss being covered: see docs/PROTOCOL.md, "Reorgs (the sequencer\'s side)"'
     )

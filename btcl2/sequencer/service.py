@@ -160,6 +160,8 @@ class Sequencer:
         self.halted: str | None = None
         """Why sealing is halted (a credited deposit reorged out), with what the operator can do."""
         self._readmit_saved()
+        if store.owed():
+            self._owed_back(-1)  # halted since the last run: say so before the first sealing attempt
 
     def set_logged_seq(self, logged_seq: Callable[[], int]) -> None:
         """Tell the sequencer how to read the watcher's next event sequence number."""
