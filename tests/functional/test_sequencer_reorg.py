@@ -10,6 +10,7 @@ rolled-back transactions (a withdrawal among them) are sealed again first, in or
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -60,6 +61,12 @@ class World:
         txid: str = self.node.call("sendrawtransaction", with_extra_outputs(self.node, [coin], outs, [tag]))
         self.coins[txid] = coin
         return txid
+
+    def kill9_and_restart(self) -> None:
+        assert self.seq.proc is not None
+        os.kill(self.seq.proc.pid, signal.SIGKILL)
+        self.seq.proc.wait(10)
+        self.seq.start()
 
     def deposit_status(self, txid: str) -> str | None:
         status: str | None = self.seq.request("l2_getDeposit", txid, 0).get("result", {}).get("status")
@@ -208,6 +215,8 @@ def test_deep_reorg_mines_a_credited_deposit_again(world: World, depth: int) -> 
     wait_until(lambda: w.seq.call("l2_getTransaction", w_hash)["status"] == "pending", 30, "the roll-back")
     status = w.seq.call("l2_status")
     assert status["halted"] is not None and txid in status["halted"], w.seq.log.read_text()[-5000:]
+    w.kill9_and_restart()  # the owed deposit and the rolled-back transactions are in the database
+    assert txid in w.seq.call("l2_status")["halted"]
     replacement = w.sign(Withdrawal(Sats(1_000_000), Sats(5_000), withdrawal.tx.nonce, DEST_SCRIPT))
     err = w.seq.request("l2_sendTransaction", "0x" + replacement.encode().hex())["error"]
     assert err["data"]["reason"] == "ResealedNotReplaceable", err
