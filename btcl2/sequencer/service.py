@@ -338,19 +338,21 @@ class Sequencer:
             head = None if parent is None else parent.header
         return first
 
-    def _first_expired(self) -> int | None:
+    def _first_expired(self, derived: int = 0) -> int | None:
         """The first sealed batch that no anchor can make valid any more: none of its anchors is in a block
         at or below the last height replay accepts for it (origin + max_l1_origin_lag + 1; L1OriginTooOld
         above), and the chain is K blocks past that height, so not even a reorg shallower than K brings such
         a block back. Every later batch builds on it. The chain counts only as far as the tracker has seen
-        it: an anchor it has not read yet is not taken for a missing one."""
+        it: an anchor it has not read yet is not taken for a missing one. The first `derived` batches are the
+        ones replay derives from the chain, validly anchored whatever the tracker knows (an adopted batch is
+        not in the poster's journal)."""
         assert self.view is not None
         head, tip = self.state.head, self.view.chain.tip
         if self.anchors is None or head is None or tip is None:
             return None
         tip_height = min(tip.height, self.anchors.synced_height())
         first, deadline = None, 0
-        for number in range(head.number, -1, -1):
+        for number in range(head.number, derived - 1, -1):
             batch = self.store.batch(number)
             if batch is None:
                 raise Critical(f"batch {number} missing below the head {head.number}")
@@ -364,7 +366,8 @@ class Sequencer:
         return first if tip_height >= deadline + self.params.k_deposit_confs else None
 
     def _roll_back_orphans(self, snapshot: DerivedSnapshot | None) -> None:
-        orphan, expired = self._first_orphan(), self._first_expired()
+        derived = 0 if snapshot is None else len(snapshot.batches)
+        orphan, expired = self._first_orphan(), self._first_expired(derived)
         head = self.state.head
         differs = None
         if snapshot is not None:
