@@ -240,6 +240,38 @@ def test_deep_reorg_mines_a_credited_deposit_again(world: World, depth: int) -> 
     assert doc["withdrawn_sats"] == withdrawal.tx.amount
 
 
+@pytest.mark.parametrize("depth", [4, 6])
+def test_deep_reorg_mines_a_credited_deposit_in_its_first_block(world: World, depth: int) -> None:
+    """The new branch's first block holds the credited deposit again (it left the old branch's block for
+    the node's mempool): the sequencer rolls back, credits it once at its new height and seals the withdrawal
+    again, without exiting; replay agrees."""
+    w = world
+    txid, height = _credit(w)
+    withdrawal = w.withdrawal()
+    w_hash = w.send(withdrawal)
+    w.sealed(w_hash)
+    while w.node.call("getblockcount") < height + depth - 1:
+        w.mine()
+    w.node.call("invalidateblock", w.node.call("getblockhash", height))
+    first = w.mine(depth + 1, new_key().p2wpkh_address)[0]
+    assert txid in w.node.call("getblock", first)["tx"]
+    mined_at = int(w.node.call("getblock", first)["height"])
+
+    def credited_again() -> bool:
+        record = w.seq.request("l2_getDeposit", txid, 0).get("result")  # not found while it is re-seen
+        if record is None or record["status"] != "credited":
+            return False
+        at_new_height = record["confirmations"] == w.node.call("getblockcount") - mined_at + 1
+        return at_new_height and w.seq.call("l2_getTransaction", w_hash)["batch"] is not None
+
+    wait_until(credited_again, 30, "the deposit credited again at its new height")
+    assert w.seq.proc is not None and w.seq.proc.poll() is None
+    assert w.seq.call("l2_status")["halted"] is None
+    doc = w.check_agreement()
+    assert doc["deposited_sats"] == DEPOSIT and doc["deposits_credited"] == 1
+    assert doc["withdrawn_sats"] == withdrawal.tx.amount
+
+
 def test_credited_deposit_double_spent_by_a_deep_reorg_halts_and_stays_up(world: World) -> None:
     """The new branch double-spends a credited deposit: it never comes back. The sequencer rolls back, then
     stays up sealing nothing, l2_status says which deposit and what to do, and nothing is credited twice or
