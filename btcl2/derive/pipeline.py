@@ -40,7 +40,7 @@ from btcl2.core.exits import exit_records, exits_root
 from btcl2.core.params import Params
 from btcl2.core.state import State
 from btcl2.core.transition import apply_batch
-from btcl2.core.types import Transfer, Withdrawal
+from btcl2.core.types import Batch, Transfer, Withdrawal
 from btcl2.derive.attest import AttestationReport, AttestationStage
 from btcl2.derive.diagnose import Finding, diagnose
 from btcl2.derive.frames import AnchoredBatch, AnchorRef, ChunkAssembler, RejectedAnchor, malformed
@@ -195,6 +195,7 @@ class Derivation:
         self._candidates: dict[int, list[AnchoredBatch]] = defaultdict(list)
         self._rejections: dict[int, list[Rejection]] = defaultdict(list)
         self._applied_hash: dict[int, bytes] = {}
+        self._applied_batches: list[Batch] = []
         self._loose: list[Rejection] = []
         self._conflicts: list[Rejection] = []
         self._stale_hashes: set[bytes] = set()
@@ -377,6 +378,7 @@ class Derivation:
         batch, progress = anchored.batch, self._out.progress
         number = batch.header.number
         self._applied_hash[number] = batch.hash
+        self._applied_batches.append(batch)
         exits = exits_root(exit_records(batch, self._params.l2_chain_id))
         self._attested_roots[number] = (batch.hash, batch.header.post_state_root, exits)
         self._out.state = new_state
@@ -394,6 +396,17 @@ class Derivation:
                 anchored.anchors,
             )
         )
+
+    def applied_batches(self) -> list[Batch]:
+        """The batches applied so far, in number order: the L2 chain as replay derives it (the sequencer adopts
+        it after a reorg, btcl2/sequencer/adopt.py)."""
+        return list(self._applied_batches)
+
+    def scanned_tip(self) -> tuple[int, bytes] | None:
+        """(height, hash) of the last block scanned, None before the first."""
+        if not self._hashes:
+            return None
+        return self._from + len(self._hashes) - 1, self._hashes[-1]
 
     def derived_roots(self) -> dict[int, tuple[bytes, bytes, bytes]]:
         """Applied batch number -> (batch hash, post-state root, exits root): what an attestation must name."""

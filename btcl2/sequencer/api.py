@@ -284,6 +284,7 @@ class SequencerAPI:
             },
             "mempool": len(seq.mempool),
             "pendingDeposits": seq.pending_deposit_count(),
+            "halted": seq.halted,
             "federationAddress": btc_address.script_to_address(seq.params.federation_script_pubkey, net),
         }
 

@@ -21,6 +21,7 @@ from btcl2.poster.api import install as install_poster_api
 from btcl2.poster.cli import JOURNAL_DIR, make_poster
 from btcl2.poster.service import PosterSettings
 from btcl2.poster.sources import StoreBatchSource
+from btcl2.sequencer.adopt import DerivedChain
 from btcl2.sequencer.anchors import ChainAnchors
 from btcl2.sequencer.api import APIServer, SequencerAPI
 from btcl2.sequencer.config import SequencerConfig, load_config
@@ -124,6 +125,11 @@ async def serve(config: SequencerConfig, poster_key: Path | None = None) -> None
                 chain_anchors = ChainAnchors(node, params, start, _stored_hash(store), config.poll_interval)
                 seq.anchors = chain_anchors
                 services.append(chain_anchors)
+            # Replay following the best chain: the batches the sequencer adopts after a reorg.
+            follower = SyncBitcoinRPC(config.bitcoin_rpc, cookie_file=config.bitcoin_cookie)
+            derived = DerivedChain(follower, params, start, config.poll_interval)
+            seq.derived = derived
+            services.append(derived)
             install_poster_api(api.api, seq, poster)
             # --- end poster
             # --- observability: /metrics, /explorer/, l2_listBatches, l2_federation (btcl2/explorer/)

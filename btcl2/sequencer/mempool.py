@@ -4,8 +4,9 @@ Admission keeps an invariant that makes batching simple: a sender's pending nonc
 `account.nonce, account.nonce + 1, ...` with no gap, and together they spend at most the sender's sealed
 balance (credits from other pending transactions are not counted, so no pending transaction depends on
 another sender's). A transaction with a pending sender + nonce and a strictly higher fee replaces it
-and keeps its place in line. Batches take transactions in arrival order, which respects each sender's
-nonce order because nonces arrive in sequence.
+and keeps its place in line, unless a roll-back returned it (`restore`: it was sealed, so it is sealed again
+as it was). Batches take transactions in arrival order, which respects each sender's nonce order because
+nonces arrive in sequence; returned transactions come first, in their sealed order.
 
 Pending transactions live in memory; the sequencer mirrors them in its database (unsynced writes, which
 outlive a kill -9 of the process) and admits them again at the next start.
@@ -24,6 +25,11 @@ class MempoolFull(InvalidInput):
     """Raised when the mempool holds its maximum number of transactions and the new one replaces none."""
 
 
+class ResealedNotReplaceable(InvalidInput):
+    """Raised when a transaction reuses the sender + nonce of a transaction a roll-back returned: it was sealed
+    (a withdrawal may be paid already) and is sealed again as it was, never replaced."""
+
+
 class ReplacementFeeTooLow(InvalidInput):
     """Raised when a transaction reuses a pending sender + nonce without a strictly higher fee."""
 
@@ -40,6 +46,8 @@ class MempoolEntry:
     """Its recovered signer."""
     seq: int
     """Arrival number (a replacement inherits the number of the transaction it replaces)."""
+    resealed: bool = False
+    """Sealed before a roll-back (`restore`): sealed again first, in order; not replaceable."""
 
     @property
     def nonce(self) -> int:
@@ -100,6 +108,11 @@ class Mempool:
                 )
             if len(self._by_hash) >= self.max_size:
                 raise MempoolFull(f"mempool full ({self.max_size} transactions)")
+        elif old.resealed:
+            raise ResealedNotReplaceable(
+                f"nonce {tx.nonce} of 0x{sender.hex()} belongs to a transaction sealed before a Bitcoin reorg "
+                "rolled its batch back; it is sealed again unchanged"
+            )
         elif tx.fee <= old.signed.tx.fee:
             raise ReplacementFeeTooLow(
                 f"replacing nonce {tx.nonce} needs a fee above {old.signed.tx.fee}, got {tx.fee}"
@@ -125,7 +138,8 @@ class Mempool:
 
         They were valid in that order on the state they are rolled back to, except where they spent a deposit
         credit that the next batch gives again, so no balance is checked here: sealing executes them (and
-        rejects what fails) and `prune` then restores the invariant. The size limit does not apply."""
+        rejects what fails) and `prune` then restores the invariant. The size limit does not apply, and they
+        are marked `resealed`: no fee replacement may take their place."""
         if not entries:
             return
         first = min((e.seq for e in self._by_hash.values()), default=0) - len(entries)
@@ -134,7 +148,7 @@ class Mempool:
             old = pending.get(signed.tx.nonce)
             if old is not None:  # a later replacement of the same nonce cannot exist; keep the sealed one
                 del self._by_hash[old.tx_hash]
-            entry = MempoolEntry(signed, tx_hash, sender, first + offset)
+            entry = MempoolEntry(signed, tx_hash, sender, first + offset, resealed=True)
             pending[signed.tx.nonce] = entry
             self._by_hash[tx_hash] = entry
 

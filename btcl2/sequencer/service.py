@@ -7,8 +7,11 @@ when it has applied every event the watcher logged, so the confirmed deposits it
 those of the watcher's chain up to the safe tip. Each batch is checked with `check_forced_inclusion`
 against the watcher's chain before it is written.
 
-A deposit reorged out before it was credited is dropped. One reorged out after it was credited means a
-reorg deeper than K, outside the security model: the sequencer halts (Critical) naming it.
+A deposit reorged out before it was credited is dropped. One reorged out after it was credited (a reorg
+deeper than K) rolls back the batch that credited it and every later one, and is recorded as owed: the
+sequencer seals nothing (l2_status `halted` says why and what to do) until the deposit is mined again and
+has K confirmations, then credits it at its new height and seals the rolled-back transactions again, first
+and in their order (the mempool marks them `resealed`: no fee replacement takes their place).
 
 A reorg of K blocks or more can take a batch's L1 origin off the best chain without touching a credited
 deposit (the origin is only the safe tip). Replay rejects such a batch as stale, so before sealing the
@@ -17,6 +20,11 @@ one write), returns their transactions to the front of the mempool and seals the
 the new chain; the poster sees the batch numbers it anchored sealed again and anchors the new ones.
 The same happens, with an in-process poster, to batches no anchor can make valid any more: not anchored
 while the chain went K blocks past origin + max_l1_origin_lag + 1 (a poster down for hours).
+
+The sequencer's batches are the ones replay derives from the best chain (btcl2/sequencer/adopt.py): before
+sealing, it rolls back from the first of its batches that differs from the derived one and seals the derived
+batches in their place (a flip-back reorg makes an anchor it had rolled back valid again), and seals nothing
+while the derivation has not reached the watcher's tip.
 """
 
 import asyncio
@@ -35,9 +43,10 @@ from btcl2.core.errors import AmountOverflow, DustAmount
 from btcl2.core.params import Params
 from btcl2.core.smt import Proof
 from btcl2.core.state import Account, State
-from btcl2.core.transition import build_batch, check_withdrawal_script
+from btcl2.core.transition import BuiltBatch, build_batch, check_withdrawal_script
 from btcl2.core.types import Address20, Batch, ExitToEvm, Hash32, SignedTx, Transfer, Withdrawal
 from btcl2.errors import Critical, InvalidInput
+from btcl2.sequencer.adopt import DerivedSnapshot, first_difference, halt_message, rebuild
 from btcl2.sequencer.mempool import Mempool, MempoolEntry
 from btcl2.sequencer.store import DepositRecord, DepositStatus, SequencerStore, TxRecord, TxStatus
 from btcl2.watcher.confdepth import ConfirmationView
@@ -81,6 +90,14 @@ class AnchorTracker(Protocol):
 
     def synced_height(self) -> int:
         """The Bitcoin height through which anchor_height knows every confirmed anchor."""
+        ...
+
+
+class DerivedView(Protocol):
+    """The L2 chain replay derives from Bitcoin's best chain (btcl2/sequencer/adopt.py DerivedChain)."""
+
+    def snapshot(self) -> DerivedSnapshot | None:
+        """The latest derivation, None before the first."""
         ...
 
 
@@ -138,7 +155,13 @@ class Sequencer:
         self.anchors: AnchorTracker | None = None
         """The poster, when it runs in this process (`--post`): sealed transactions then report
         anchored/final."""
+        self.derived: DerivedView | None = None
+        """Replay following the best chain: the batches to adopt after a reorg (None: none adopted)."""
+        self.halted: str | None = None
+        """Why sealing is halted (a credited deposit reorged out), with what the operator can do."""
         self._readmit_saved()
+        if store.owed():
+            self._owed_back(-1)  # halted since the last run: say so before the first sealing attempt
 
     def set_logged_seq(self, logged_seq: Callable[[], int]) -> None:
         """Tell the sequencer how to read the watcher's next event sequence number."""
@@ -181,6 +204,7 @@ class Sequencer:
         put: list[DepositRecord] = []
         drop: list[DepositRecord] = []
         unindex: list[bytes] = []
+        owed: list[DepositRecord] = []
         if isinstance(event, BlockConnected):
             put = self._seen(event)
         elif isinstance(event, BlockDisconnected):
@@ -192,22 +216,32 @@ class Sequencer:
         elif isinstance(event, DepositConfirmed):
             put = [self._confirmed(event)]
         elif isinstance(event, DepositReorged):
-            outpoint = event.deposit.outpoint
-            if outpoint in self.state.credited_deposits:
-                raise Critical(
-                    f"deposit {outpoint.txid_hex}:{outpoint.vout} credited by batch "
-                    f"{self._credited_in(outpoint)} was reorged out of block {event.block_hash[::-1].hex()} "
-                    "(a reorg deeper than K confirmations): halting"
-                )
-            record = self.store.deposit(outpoint)
-            if record is not None:
-                drop.append(record)
-        self.store.apply_deposit_changes(seq, put, drop, unindex)
+            drop, owed = self._deposit_reorged(event)
+        self.store.apply_deposit_changes(seq, put, drop, unindex, owed)
         self._last_seq = seq
+        if owed:
+            self._owed_back(-1)  # halted from now on (says why), until a seal finds them back
 
-    def _credited_in(self, outpoint: OutPoint) -> int | None:
+    def _deposit_reorged(self, event: DepositReorged) -> tuple[list[DepositRecord], list[DepositRecord]]:
+        """(records to drop, records owed) for a K-deep deposit a reorg took out. A credited one rolls back
+        its batch and every later one first; one a roll-back returned to awaiting credit while transactions
+        of its batches wait to be sealed again is owed too (they may spend it)."""
+        outpoint = event.deposit.outpoint
         record = self.store.deposit(outpoint)
-        return None if record is None else record.batch
+        if record is None:
+            return [], []
+        if outpoint not in self.state.credited_deposits:
+            owed = record.status == DepositStatus.CONFIRMED and bool(self.store.returned())
+            return [record], [record] if owed else []
+        if record.batch is None:
+            raise Critical(f"deposit {outpoint.txid_hex}:{outpoint.vout} is credited by no recorded batch")
+        why = (
+            f"deposit {outpoint.txid_hex}:{outpoint.vout} it credits was reorged out of block "
+            f"{event.block_hash[::-1].hex()} (a reorg deeper than K)"
+        )
+        self._roll_back_from(record.batch, why)
+        again = self.store.deposit(outpoint)
+        return [record if again is None else again], [record]
 
     def _seen(self, event: BlockConnected) -> list[DepositRecord]:
         out = []
@@ -270,7 +304,12 @@ class Sequencer:
         safe = self.view.safe_tip()
         if safe is None:
             return None
-        self._roll_back_orphans()
+        snapshot = self._derived_snapshot()
+        if self.derived is not None and snapshot is None:
+            return None  # the derivation has not read the watcher's chain yet
+        self._roll_back_orphans(snapshot)
+        if snapshot is not None and not self._adopt(snapshot):
+            return None
         head = self.state.head
         if head is not None and safe.height < head.l1_origin_height:
             return None  # a reorg shortened the chain for now; the origin never goes backwards
@@ -299,19 +338,21 @@ class Sequencer:
             head = None if parent is None else parent.header
         return first
 
-    def _first_expired(self) -> int | None:
+    def _first_expired(self, derived: int = 0) -> int | None:
         """The first sealed batch that no anchor can make valid any more: none of its anchors is in a block
         at or below the last height replay accepts for it (origin + max_l1_origin_lag + 1; L1OriginTooOld
         above), and the chain is K blocks past that height, so not even a reorg shallower than K brings such
         a block back. Every later batch builds on it. The chain counts only as far as the tracker has seen
-        it: an anchor it has not read yet is not taken for a missing one."""
+        it: an anchor it has not read yet is not taken for a missing one. The first `derived` batches are the
+        ones replay derives from the chain, validly anchored whatever the tracker knows (an adopted batch is
+        not in the poster's journal)."""
         assert self.view is not None
         head, tip = self.state.head, self.view.chain.tip
         if self.anchors is None or head is None or tip is None:
             return None
         tip_height = min(tip.height, self.anchors.synced_height())
         first, deadline = None, 0
-        for number in range(head.number, -1, -1):
+        for number in range(head.number, derived - 1, -1):
             batch = self.store.batch(number)
             if batch is None:
                 raise Critical(f"batch {number} missing below the head {head.number}")
@@ -324,16 +365,28 @@ class Sequencer:
             return None
         return first if tip_height >= deadline + self.params.k_deposit_confs else None
 
-    def _roll_back_orphans(self) -> None:
-        orphan, expired = self._first_orphan(), self._first_expired()
-        if orphan is None and expired is None:
+    def _roll_back_orphans(self, snapshot: DerivedSnapshot | None) -> None:
+        derived = 0 if snapshot is None else len(snapshot.batches)
+        orphan, expired = self._first_orphan(), self._first_expired(derived)
+        head = self.state.head
+        differs = None
+        if snapshot is not None:
+            differs = first_difference(
+                snapshot.batches, None if head is None else head.number, self.store.batch
+            )
+        if orphan is None and expired is None and differs is None:
             return
-        first = min(n for n in (orphan, expired) if n is not None)
-        why = (
-            "its L1 origin left the best chain"
-            if first == orphan
-            else "no anchor of it is in a block replay accepts, and none can be any more"
-        )
+        first = min(n for n in (orphan, expired, differs) if n is not None)
+        if first == differs:
+            why = "Bitcoin's best chain anchors another version of it, which replay applies"
+        elif first == orphan:
+            why = "its L1 origin left the best chain"
+        else:
+            why = "no anchor of it is in a block replay accepts, and none can be any more"
+        self._roll_back_from(first, why)
+
+    def _roll_back_from(self, first: int, why: str) -> None:
+        """Roll back batch `first` and every later one; their transactions go first in the mempool."""
         head = self.state.head
         assert head is not None
         removed = self.store.roll_back(None if first == 0 else first - 1)
@@ -353,7 +406,7 @@ class Sequencer:
     def seal_once(self, now: float | None = None, origin: tuple[int, Hash32] | None = None) -> Batch | None:
         """Seal one batch if there is anything to seal; returns it (None: nothing sealed)."""
         origin = origin if origin is not None else self.l1_origin()
-        if origin is None:
+        if origin is None or not self._owed_back(origin[0]):
             return None
         credits = [r.credit() for r in self.store.pending_deposits() if r.height <= origin[0]]
         entries = self.mempool.candidates(self.batch_max_txs)
@@ -378,14 +431,65 @@ class Sequencer:
             )
             for s, exc in built.rejected
         ]
+        self._commit(built, rejected)
+        return built.batch
+
+    def _commit(self, built: BuiltBatch, rejected: list[TxRecord]) -> None:
+        """Write a built batch and bring the mempool in line with the new head."""
         self.state = self.store.seal(built, rejected)
-        self.mempool.remove([*(r.tx_hash for r in built.receipts), *(s.tx_hash for s, _ in built.rejected)])
-        dropped = self.mempool.prune({e.sender for e in entries}, self.state.account)
+        self.mempool.remove([*(r.tx_hash for r in built.receipts), *(r.signed.tx_hash for r in rejected)])
+        senders = {r.sender for r in built.receipts} | {r.sender for r in rejected}
+        dropped = self.mempool.prune(senders, self.state.account)
         for entry in dropped:
             self._remember_drop(entry)
         if dropped:
             self.store.keep_pending([], [e.tx_hash for e in dropped])
-        return built.batch
+
+    # --- Bitcoin's batches and owed deposits after a reorg ------------------------------------------------
+
+    def _derived_snapshot(self) -> DerivedSnapshot | None:
+        """The derived chain when it is the watcher's chain (same tip), else None."""
+        if self.derived is None or self.view is None:
+            return None
+        snapshot, tip = self.derived.snapshot(), self.view.chain.tip
+        if (
+            snapshot is None
+            or tip is None
+            or (snapshot.tip_height, snapshot.tip_hash) != (tip.height, tip.hash)
+        ):
+            return None
+        return snapshot
+
+    def _adopt(self, snapshot: DerivedSnapshot) -> bool:
+        """Seal the derived batches past the head, as they are; False while one cannot be sealed yet (a
+        deposit it credits is not confirmed to the watcher yet)."""
+        while True:
+            head = self.state.head
+            number = 0 if head is None else head.number + 1
+            if number >= len(snapshot.batches):
+                return True
+            built = rebuild(self.state, self.params, snapshot.batches[number], self.store.deposit)
+            if built is None:
+                return False
+            self._commit(built, [])
+            log.warning(
+                "sequencer: adopted batch %d from Bitcoin's best chain (%s)", number, built.batch.hash.hex()
+            )
+
+    def _owed_back(self, origin_height: int) -> bool:
+        """Whether every owed deposit (credited, then reorged out) awaits credit again at or below the origin;
+        if not, sealing halts with what to do (`halted`)."""
+        missing = self.store.owed_missing(origin_height)
+        if not missing:
+            if self.halted is not None:
+                log.warning("sequencer: every deposit reorged out after credit is back: sealing again")
+            self.halted = None
+            return True
+        message = halt_message(missing)
+        if message != self.halted:
+            log.critical("sequencer: halted: %s", message)
+        self.halted = message
+        return False
 
     def _check_inclusion(self, batch: Batch, origin_height: int) -> None:
         """Cross-check the deposits against the watcher's chain (when its history covers them)."""

@@ -351,6 +351,7 @@ class SequencerStore:
             for credit in credited:
                 wb.put(schema.SEQ_DEPOSIT + credit.outpoint.encode(), credit.encode())
                 wb.delete(credit.pending_key)
+                wb.delete(schema.SEQ_OWED + credit.outpoint.encode())
         for digest, node in new_nodes:
             self.nodes.remember(digest, node)
         return replace(state, tree=SparseMerkleTree(self.nodes, state.root, size=len(state.accounts)))
@@ -432,6 +433,21 @@ class SequencerStore:
         found = [(data[:8], TxRecord.decode(data[8:])) for _, data in self.db.iterate(schema.SEQ_RETURNED)]
         return [record for _, record in sorted(found, key=lambda item: item[0])]
 
+    def owed(self) -> list[DepositRecord]:
+        """Deposits credited by a batch that a reorg deeper than K then took out of the best chain, not
+        credited again yet (as they were when credited)."""
+        return [DepositRecord.decode(data) for _, data in self.db.iterate(schema.SEQ_OWED)]
+
+    def owed_missing(self, origin_height: int) -> list[DepositRecord]:
+        """The owed deposits not awaiting credit again at or below `origin_height` (not mined again yet, or
+        not K-confirmed yet)."""
+        missing = []
+        for owed in self.owed():
+            record = self.deposit(owed.outpoint)
+            if record is None or record.status != DepositStatus.CONFIRMED or record.height > origin_height:
+                missing.append(owed)
+        return missing
+
     def _credited_record(self, credit: DepositCredit, number: int) -> DepositRecord:
         record = self.deposit(credit.outpoint)
         if record is None or record.status != DepositStatus.CONFIRMED or record.credit() != credit:
@@ -482,11 +498,19 @@ class SequencerStore:
     # --- watcher events: each applied in one write with its sequence number ------------------------------
 
     def apply_deposit_changes(
-        self, seq: int, put: list[DepositRecord], drop: list[DepositRecord], unindex: list[bytes]
+        self,
+        seq: int,
+        put: list[DepositRecord],
+        drop: list[DepositRecord],
+        unindex: list[bytes],
+        owed: Sequence[DepositRecord] = (),
     ) -> None:
-        """Write deposit records (and their indexes), delete others, and record `seq` as applied."""
+        """Write deposit records (and their indexes), delete others, record `owed` ones (credited, then
+        reorged out: `owed`) and record `seq` as applied."""
         with self.db.batch() as wb:
             self._write_deposits(wb, put, drop, unindex)
+            for record in owed:
+                wb.put(schema.SEQ_OWED + record.outpoint.encode(), record.encode())
             wb.put(schema.SEQ_META + META_EVENT_SEQ, _u64(seq))
 
     @staticmethod

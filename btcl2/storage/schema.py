@@ -33,6 +33,7 @@ SEQ_BLOCK_DEPOSIT = (
 SEQ_RETURNED = b"Sr"  # tx hash -> order (u64 BE) + TxRecord: rolled back, not yet sealed again
 SEQ_MEMPOOL = b"Sq"  # tx hash -> arrival time (u64 BE, ns) + SignedTx: every pending transaction
 SEQ_PENDING = b"Sp"  # height (u32 BE) + position (u32 BE) -> outpoint: confirmed deposits not yet credited
+SEQ_OWED = b"So"  # outpoint -> DepositRecord as credited: reorged out after credit, not credited again yet
 
 # The replay's derived state (btcl2/derive/store.py, `btcl2 replay --datadir`): one atomic batch per replayed batch.
 DERIVE_META = b"Rm"  # name -> value: head batch number, start height

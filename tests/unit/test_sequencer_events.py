@@ -8,7 +8,6 @@ from btcl2.bitcoin.tx import OutPoint
 from btcl2.core.deposits import Deposit, DepositKind, RejectedDeposit
 from btcl2.core.params import Params
 from btcl2.core.types import Address20, Hash32, Sats
-from btcl2.errors import Critical
 from btcl2.sequencer.api import TokenBuckets, checksum_address, parse_address
 from btcl2.sequencer.config import ConfigError, load_config
 from btcl2.sequencer.service import Sequencer
@@ -16,7 +15,7 @@ from btcl2.sequencer.store import DepositStatus, SequencerStore
 from btcl2.storage.db import Database
 from btcl2.watcher.events import BlockConnected, BlockDisconnected, DepositConfirmed, DepositReorged
 
-BLOCK_1, BLOCK_2 = Hash32(b"\x01" * 32), Hash32(b"\x02" * 32)
+BLOCK_1, BLOCK_2, BLOCK_3 = Hash32(b"\x01" * 32), Hash32(b"\x02" * 32), Hash32(b"\x03" * 32)
 ORIGIN = (2, BLOCK_2)
 
 
@@ -46,12 +45,23 @@ def test_deposits_credited_in_chain_order_and_reorgs(tmp_path: Path) -> None:
         assert [c.outpoint for c in batch.header.deposits] == [d1.outpoint, d2.outpoint]  # block order
         assert seq.store.pending_deposits() == [] and seq.pending_deposit_count() == 0
         assert seq.store.deposit(evm.outpoint).status == DepositStatus.CONFIRMED  # type: ignore[union-attr]
-        # A credited deposit reorged out: a reorg deeper than K, halt naming it.
+        # A credited deposit reorged out (a reorg deeper than K): its batch is rolled back, the deposit is owed
+        # and sealing halts naming it, until the deposit is mined again and confirmed.
         seq.on_event(9, BlockDisconnected(1, BLOCK_1))
         assert seq.store.deposit(d1.outpoint).status == DepositStatus.CREDITED  # type: ignore[union-attr]
-        with pytest.raises(Critical, match=d1.outpoint.txid_hex):
-            seq.on_event(10, DepositReorged(d1, 1, BLOCK_1))
-        assert seq.store.last_event_seq == 9
+        seq.on_event(10, DepositReorged(d1, 1, BLOCK_1))
+        assert seq.state.head is None and seq.store.deposit(d1.outpoint) is None
+        assert [r.outpoint for r in seq.store.owed()] == [d1.outpoint] and seq.store.last_event_seq == 10
+        assert seq.seal_once(0, ORIGIN) is None
+        assert seq.halted is not None and d1.outpoint.txid_hex in seq.halted
+        seq.on_event(11, BlockConnected(3, BLOCK_3, (d1,), ()))
+        assert seq.seal_once(0, (3, BLOCK_3)) is None  # seen, not confirmed: still owed
+        seq.on_event(12, DepositConfirmed(d1, 3, BLOCK_3))
+        again = seq.seal_once(0, (3, BLOCK_3))
+        assert again is not None and again.header.number == 0
+        assert [c.outpoint for c in again.header.deposits] == [d2.outpoint, d1.outpoint]  # chain order
+        assert seq.halted is None and seq.store.owed() == []
+        assert seq.store.deposit(d1.outpoint).height == 3  # type: ignore[union-attr]
     finally:
         db.close()
 

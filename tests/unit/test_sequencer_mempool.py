@@ -6,7 +6,7 @@ from btcl2.core import eip712
 from btcl2.core.errors import BadNonce, InsufficientBalance
 from btcl2.core.state import Account
 from btcl2.core.types import Address20, Sats, SignedTx, Transfer
-from btcl2.sequencer.mempool import Mempool, MempoolFull, ReplacementFeeTooLow
+from btcl2.sequencer.mempool import Mempool, MempoolFull, ReplacementFeeTooLow, ResealedNotReplaceable
 
 CHAIN = 7702
 KEYS = [bytes([i + 1]) * 32 for i in range(3)]
@@ -54,6 +54,25 @@ def test_replacement_needs_higher_fee_and_keeps_its_place() -> None:
     _add(pool, 0, better)
     assert [e.signed for e in pool.candidates(10)] == [better, other]
     assert first.tx_hash not in pool and len(pool) == 2
+
+
+def test_returned_transactions_go_first_in_order_and_cannot_be_replaced() -> None:
+    """A roll-back returns sealed transactions (a withdrawal may be paid already): they are sealed again first,
+    in their sealed order, and a fee replacement of one is refused with a typed error, changing nothing."""
+    pool = Mempool(100)
+    pending = _tx(1, 0)
+    _add(pool, 1, pending)
+    sealed = [_tx(0, 0, fee=5), _tx(0, 1, fee=5), _tx(2, 0)]
+    pool.restore([(s, s.tx_hash, ADDRS[w]) for s, w in zip(sealed, (0, 0, 2), strict=True)])
+    assert [e.signed for e in pool.candidates(10)] == [*sealed, pending]
+    assert all(pool.get(s.tx_hash).resealed for s in sealed)  # type: ignore[union-attr]
+    for nonce in (0, 1):
+        with pytest.raises(ResealedNotReplaceable, match=f"nonce {nonce}"):
+            _add(pool, 0, _tx(0, nonce, fee=1_000))
+    assert [e.signed for e in pool.candidates(10)] == [*sealed, pending]
+    better = _tx(1, 0, fee=9)  # an ordinary pending transaction is still replaceable
+    _add(pool, 1, better)
+    assert [e.signed for e in pool.candidates(10)] == [*sealed, better]
 
 
 def test_bounds_and_balance() -> None:

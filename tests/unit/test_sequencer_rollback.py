@@ -7,7 +7,9 @@ from btcl2.bitcoin.block import BlockHeader
 from btcl2.bitcoin.tx import OutPoint
 from btcl2.core import eip712
 from btcl2.core.params import Params
+from btcl2.core.transition import build_batch
 from btcl2.core.types import Address20, Batch, ExitToEvm, Hash32, Sats, Transfer, Withdrawal
+from btcl2.sequencer.adopt import DerivedSnapshot
 from btcl2.sequencer.service import Sequencer
 from btcl2.sequencer.store import DepositRecord, DepositStatus, SequencerStore
 from btcl2.storage.db import Database
@@ -269,6 +271,56 @@ def test_pending_transactions_are_admitted_again_after_a_restart(tmp_path: Path)
         assert [e.tx_hash for e in last.mempool.candidates(10)] == sent[1:]
         assert last.seal_once(1002) is not None and len(last.mempool) == 0
         assert Sequencer(SequencerStore(seq_db), PARAMS, view).mempool.candidates(10) == []
+    finally:
+        seq_db.close()
+        chain_db.close()
+
+
+class Derived:
+    """The sequencer's DerivedView: what replay derived, up to a block."""
+
+    def __init__(self) -> None:
+        self.snap: DerivedSnapshot | None = None
+
+    def snapshot(self) -> DerivedSnapshot | None:
+        return self.snap
+
+    def at(self, chain: Chain, *batches: Batch) -> None:
+        tip = chain.chain.tip
+        assert tip is not None
+        self.snap = DerivedSnapshot(tip.height, tip.hash, batches)
+
+
+def test_the_batches_replay_derives_from_the_chain_are_adopted(tmp_path: Path) -> None:
+    """The chain's valid anchor of batch 1 (the original, after a flip-back reorg) differs from the
+    sequencer's batch 1: the sequencer rolls its own back and seals the chain's in its place, whatever its
+    anchor tracker knows, instead of sealing another version; it seals nothing while the derivation lags."""
+    seq_db, chain_db = Database(tmp_path / "seq"), Database(tmp_path / "chain")
+    try:
+        chain = Chain(chain_db)
+        seq, _, b0 = _started(seq_db, chain)
+        derived, state0 = Derived(), seq.state
+        seq.derived = derived
+        transfer = eip712.sign(Transfer(B, Sats(1_000), Sats(5), 0), KEY_A, PARAMS.l2_chain_id)
+        origin = (12, Hash32(chain.chain.hash_at(12)))  # type: ignore[arg-type]
+        original = build_batch(state0, PARAMS, [], [transfer], origin, 999).batch
+        chain.extend(1, 1)
+        seq.submit(transfer.encode())
+        assert seq.seal_once(1001) is None  # no derivation of the watcher's tip yet
+        derived.at(chain, b0)
+        ours = seq.seal_once(1001)
+        assert ours is not None and ours.header.number == 1 and ours.hash != original.hash
+        derived.at(chain, b0, original)
+        assert seq.seal_once(1002) is None  # adopted; nothing left to seal
+        assert seq.rollbacks == 1 and seq.state.head == original.header
+        assert seq.store.batch(1) == original and len(seq.mempool) == 0
+        # The in-process poster never anchored the adopted version: the chain's anchor is what counts.
+        seq.anchors = Anchors()
+        chain.extend(1, PARAMS.max_l1_origin_lag + 2 * PARAMS.k_deposit_confs + 2)
+        derived.at(chain, b0, original)
+        assert seq.seal_once(1003) is None and seq.rollbacks == 1
+        chain.extend(1, 1)
+        assert seq.seal_once(1004) is None  # the derivation lags the watcher's tip: wait
     finally:
         seq_db.close()
         chain_db.close()
