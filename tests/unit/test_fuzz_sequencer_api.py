@@ -226,10 +226,10 @@ def test_utf16_depth_bomb_cannot_crash_a_process_that_imported_py_ecc() -> None:
     script = (
         "import sys\n"
         "import btcl2.bridge.attest, btcl2.core.attestation\n"
-        "assert sys.getrecursionlimit() <= 1000, sys.getrecursionlimit()\n"
         "from btcl2 import jsonbody\n"
         "body = ('[\"\\u4e22\",' + '[' * 99_000 + ']' * 99_000 + ']').encode('utf-16-le')\n"
         "try:\n    jsonbody.loads(body)\nexcept jsonbody.BadJson:\n    print('refused')\n"
+        "assert sys.getrecursionlimit() <= 1000, sys.getrecursionlimit()\n"
     )  # fmt: skip
     import subprocess
     import sys
