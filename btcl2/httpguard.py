@@ -11,16 +11,19 @@ Every refusal is built by the server's own `Refuse` function (JSON-RPC error obj
 the same way, so no client ever sees a plain-text or HTML error page.
 """
 
+import asyncio
+import contextlib
 import ipaddress
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Generic, TypeVar
 
 from aiohttp import web
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 HANDLER_ARGS: dict[str, Any] = {"auto_decompress": False}
 """`web.Application(handler_args=...)` of every btcl2 server: bodies arrive as the client sent them."""
@@ -169,3 +172,71 @@ def guard(limiter: RateLimiter, refuse: Refuse) -> Callable[..., Awaitable[web.S
         return response
 
     return middleware
+
+
+class Snapshot(Generic[T]):
+    """A view too expensive to compute per request: refreshed in the background every `interval` seconds
+    while the application runs, and served from memory (the last value that could be computed)."""
+
+    def __init__(self, name: str, compute: Callable[[], Awaitable[T]], interval: float) -> None:
+        self.name = name
+        self.compute = compute
+        self.interval = interval
+        self.value: T | None = None
+        self.refreshes = 0
+        """Attempts so far (successful or not)."""
+        self._attempted = asyncio.Event()
+
+    async def refresh(self) -> None:
+        """Compute once; on failure keep the last value (a background loop must not die of one bad read)."""
+        try:
+            self.value = await self.compute()
+        except Exception as exc:
+            log.warning("%s: refresh failed: %s: %s", self.name, type(exc).__name__, clip(str(exc)))
+        finally:
+            self.refreshes += 1
+            self._attempted.set()
+
+    async def current(self) -> T | None:
+        """The value in memory, after the first refresh attempt has finished (None if that failed)."""
+        await self._attempted.wait()
+        return self.value
+
+    async def run(self) -> None:
+        """Refresh every `interval` seconds until cancelled."""
+        while True:
+            await self.refresh()
+            await asyncio.sleep(self.interval)
+
+    async def lifespan(self, app: web.Application) -> AsyncIterator[None]:
+        """An aiohttp cleanup context: refresh while the application serves."""
+        task = asyncio.create_task(self.run(), name=self.name)
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    def install(self, app: web.Application) -> None:
+        """Refresh while `app` runs."""
+        app.cleanup_ctx.append(self.lifespan)
+
+
+REST_RATE, REST_BURST = 50.0, 100
+"""Per-client limits of the REST servers (signer, coordinator, standalone metrics): their clients are a
+coordinator, a poster and a Prometheus scraper, none of which asks more than a few times a second."""
+
+
+def guarded_app(
+    *,
+    limiter: RateLimiter | None = None,
+    refuse: Refuse = rest_error,
+    middlewares: tuple[Any, ...] = (),
+    client_max_size: int = 1 << 20,
+) -> web.Application:
+    """An aiohttp application with the guard in front of `middlewares` and aiohttp's decompression off."""
+    limiter = RateLimiter(REST_RATE, REST_BURST) if limiter is None else limiter
+    return web.Application(
+        middlewares=[guard(limiter, refuse), *middlewares],
+        client_max_size=client_max_size,
+        handler_args=HANDLER_ARGS,
+    )

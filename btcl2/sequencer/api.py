@@ -355,11 +355,7 @@ class SequencerAPI:
 
     def app(self) -> web.Application:
         """The aiohttp application (body limit 1 MiB; every route behind the guard and its rate limit)."""
-        app = web.Application(
-            client_max_size=MAX_BODY,
-            middlewares=[httpguard.guard(self.limiter, _refuse)],
-            handler_args=httpguard.HANDLER_ARGS,
-        )
+        app = httpguard.guarded_app(limiter=self.limiter, refuse=_refuse, client_max_size=MAX_BODY)
         app.router.add_route("*", "/", self.handle)
         for add in self.routes:
             add(app)
