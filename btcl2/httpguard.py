@@ -153,15 +153,23 @@ def _header_refusal(request: web.BaseRequest) -> tuple[int, str, str] | None:
     return None
 
 
-def guard(limiter: RateLimiter, refuse: Refuse) -> Callable[..., Awaitable[web.StreamResponse]]:
-    """The middleware: refuse by headers, charge the client before its body is read, type HTTP errors."""
+def remote_key(request: web.BaseRequest) -> str:
+    """The rate-limit key of a request: its peer's address (client_key)."""
+    return client_key(request.remote)
+
+
+def guard(
+    limiter: RateLimiter, refuse: Refuse, key: Callable[[web.BaseRequest], str] = remote_key
+) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """The middleware: refuse by headers, charge the client (`key`) before its body is read, type HTTP errors.
+    Tests, all on 127.0.0.1, pass another `key` to play several clients."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
         refusal = _header_refusal(request)
         if refusal is not None:
             return refuse(request, *refusal)
-        if not limiter.take(client_key(request.remote), request_cost(request)):
+        if not limiter.take(key(request), request_cost(request)):
             return refuse(request, 429, "RateLimited", "rate limited: slow down and retry later")
         try:
             response: web.StreamResponse = await handler(request)
@@ -230,13 +238,14 @@ def guarded_app(
     *,
     limiter: RateLimiter | None = None,
     refuse: Refuse = rest_error,
+    key: Callable[[web.BaseRequest], str] = remote_key,
     middlewares: tuple[Any, ...] = (),
     client_max_size: int = 1 << 20,
 ) -> web.Application:
     """An aiohttp application with the guard in front of `middlewares` and aiohttp's decompression off."""
     limiter = RateLimiter(REST_RATE, REST_BURST) if limiter is None else limiter
     return web.Application(
-        middlewares=[guard(limiter, refuse), *middlewares],
+        middlewares=[guard(limiter, refuse, key), *middlewares],
         client_max_size=client_max_size,
         handler_args=HANDLER_ARGS,
     )

@@ -168,6 +168,8 @@ class SequencerAPI:
     def __init__(self, seq: Sequencer, *, rate: float = 200.0, burst: int = 400) -> None:
         self.seq = seq
         self.limiter = httpguard.RateLimiter(rate, burst)
+        self.client_key: Callable[[web.BaseRequest], str] = httpguard.remote_key
+        """Which client a request counts against (tests on loopback play several clients with it)."""
         self.methods: dict[str, tuple[tuple[str, ...], int, Handler]] = {
             "l2_sendTransaction": (("tx",), 1, self.send_transaction),
             "l2_getBalance": (("address", "batch"), 1, self.get_balance),
@@ -347,7 +349,7 @@ class SequencerAPI:
         if len(payload) > MAX_BATCH:
             failure = RPCFailure(INVALID_REQUEST, f"invalid request: batch too large (at most {MAX_BATCH})")
             return _http(200, _error(None, failure))
-        if not self.limiter.take(httpguard.client_key(request.remote), len(payload) - 1):
+        if not self.limiter.take(self.client_key(request), len(payload) - 1):
             return _refuse(request, 429, "RateLimited", "rate limited: slow down and retry later")
         replies = [r for item in payload if (r := self.execute(item)) is not None]
         await asyncio.sleep(0)
@@ -355,7 +357,9 @@ class SequencerAPI:
 
     def app(self) -> web.Application:
         """The aiohttp application (body limit 1 MiB; every route behind the guard and its rate limit)."""
-        app = httpguard.guarded_app(limiter=self.limiter, refuse=_refuse, client_max_size=MAX_BODY)
+        app = httpguard.guarded_app(
+            limiter=self.limiter, refuse=_refuse, key=self.client_key, client_max_size=MAX_BODY
+        )
         app.router.add_route("*", "/", self.handle)
         for add in self.routes:
             add(app)
