@@ -366,3 +366,82 @@ def test_every_route_is_rate_limited_and_errors_are_typed_json(seq: Sequencer) -
         fresh, [("GET", "/nope", b"", {}), ("GET", "/", b"", {}), ("PUT", "/metrics", b"", {})]
     ):
         assert code in (404, 405) and isinstance(reply, dict) and "error" in reply, (code, reply)
+
+
+def _by_header(request: Any) -> str:
+    """Play several clients from 127.0.0.1: the client named in a test header."""
+    return str(request.headers.get("X-Test-Client", "?"))
+
+
+async def _flood(client: TestClient, bodies: list[bytes], width: int) -> list[tuple[int, Any]]:
+    """POST `bodies` as the attacker, `width` at a time; (status, strict JSON or raw text) each."""
+    out: list[tuple[int, Any]] = []
+    gate = asyncio.Semaphore(width)
+
+    async def one(body: bytes) -> None:
+        async with gate:
+            resp = await client.post("/", data=body, headers={"X-Test-Client": "attacker"})
+            text = await resp.text()
+            try:
+                out.append((resp.status, _strict(text)))
+            except ValueError:
+                out.append((resp.status, text))
+
+    await asyncio.gather(*(one(b) for b in bodies))
+    return out
+
+
+def _attack_bodies(n: int) -> list[bytes]:
+    big = b'{"jsonrpc":"2.0","id":1,"method":"l2_status","params":["' + b"a" * 1_000_000 + b'"]}'
+    kinds = [big, b"{" + b"x" * 200_000, json.dumps([STATUS] * 100).encode(), b"[" * 50_000 + b"]" * 50_000,
+             json.dumps(STATUS).encode("utf-16"), _rpc("l2_getBalance", ["0x" + " 11" * 20])]  # fmt: skip
+    return [kinds[i % len(kinds)] for i in range(n)]
+
+
+def test_a_flood_from_one_client_leaves_others_answered(seq: Sequencer) -> None:
+    root = seq.state.root
+    api = SequencerAPI(seq, rate=50.0, burst=100)
+    api.client_key = _by_header
+
+    async def go() -> tuple[list[tuple[int, Any]], list[Any]]:
+        async with TestClient(TestServer(api.app())) as client:
+            flood = asyncio.create_task(_flood(client, _attack_bodies(300), width=16))
+            honest = []
+            for i in range(20):
+                body = {**STATUS, "id": i}
+                resp = await client.post("/", json=body, headers={"X-Test-Client": "honest"})
+                honest.append((resp.status, await resp.json()))
+                await asyncio.sleep(0)
+            return await flood, honest
+
+    flood, honest = asyncio.run(go())
+    assert [(code, reply["id"]) for code, reply in honest] == [(200, i) for i in range(20)]
+    assert all(reply["result"]["chainId"] == PARAMS.l2_chain_id for _, reply in honest)
+    for code, reply in flood:  # every attacker answer typed JSON, never a 5xx
+        assert code < 500 and isinstance(reply, dict | list), (code, str(reply)[:200])
+    assert sum(code == 429 for code, _ in flood) > 100  # the flood was mostly turned away unread
+    assert seq.state.root == root
+
+
+def test_memory_high_water_is_bounded_by_concurrency_not_volume(seq: Sequencer) -> None:
+    import tracemalloc
+
+    def peak(n: int, width: int) -> int:
+        api = SequencerAPI(seq, rate=50.0, burst=400)
+        api.client_key = _by_header
+
+        async def go() -> None:
+            async with TestClient(TestServer(api.app())) as client:
+                tracemalloc.reset_peak()
+                await _flood(client, _attack_bodies(n), width)
+
+        tracemalloc.start()
+        try:
+            asyncio.run(go())
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    one = peak(6, 1)  # each kind once, one at a time: what one request of each kind can hold
+    many = peak(300, 8)  # fifty times the requests, eight at a time
+    assert many < 8 * one + (4 << 20), (one, many)
