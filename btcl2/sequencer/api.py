@@ -3,7 +3,9 @@
 Every error reaches the client as a JSON-RPC error object, never a traceback: -32700 parse error,
 -32600 invalid request, -32601 method not found, -32602 invalid params (naming the parameter), -32001 a
 rejected transaction (data: the exception class and message), -32004 not found, -32005 rate limited
-(HTTP 429), -32603 internal error. Bodies above 1 MiB get HTTP 413.
+(HTTP 429), -32603 internal error. Bodies above 1 MiB get HTTP 413. The limits every route shares (rate
+limit charged before a body is read, encodings, charsets, batch size) are btcl2/httpguard.py's and
+docs/PROTOCOL.md's "API limits".
 """
 
 import asyncio
