@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -32,7 +33,7 @@ MAX_KEYS = 4096
 """Clients the limiter remembers; the least recently seen is forgotten first (a full bucket, most likely)."""
 
 BODY_UNIT = 16 * 1024
-"""A request costs one token, plus one per started 16 KiB of declared body: a 1 MiB body costs 65."""
+"""A request costs one token, plus one per whole 16 KiB of declared body: a 1 MiB body costs 65."""
 
 MAX_MESSAGE = 200
 """Characters of any error message sent back; user input echoed in one is cut to fit."""
@@ -132,13 +133,13 @@ def rest_error(request: web.BaseRequest, status: int, name: str, message: str) -
 
 
 def request_cost(request: web.BaseRequest) -> int:
-    """Tokens a request costs, from its headers: 1, plus one per started BODY_UNIT of body."""
+    """Tokens a request costs, from its headers: 1, plus one per whole BODY_UNIT of body."""
     if not request.body_exists:
         return 1
     length = request.content_length
     if length is None:  # chunked: assume the largest body the server accepts
         length = request.client_max_size
-    return 1 + -(-length // BODY_UNIT)
+    return 1 + length // BODY_UNIT
 
 
 def _header_refusal(request: web.BaseRequest) -> tuple[int, str, str] | None:
@@ -183,36 +184,51 @@ def guard(
 
 
 class Snapshot(Generic[T]):
-    """A view too expensive to compute per request: refreshed in the background every `interval` seconds
-    while the application runs, and served from memory (the last value that could be computed)."""
+    """A view too expensive to compute per request: computed by one background task while the application
+    runs, at most once every `interval` seconds, and served from memory (the last value that could be
+    computed). With `on_demand` the task computes only while the view is asked for (`current`), so a view that
+    loads a shared node (a UTXO scan) costs nothing while nobody looks; a request that finds the value older
+    than two intervals waits for the next computation, which every waiting request shares."""
 
-    def __init__(self, name: str, compute: Callable[[], Awaitable[T]], interval: float) -> None:
+    def __init__(
+        self, name: str, compute: Callable[[], Awaitable[T]], interval: float, *, on_demand: bool = False
+    ) -> None:
         self.name = name
         self.compute = compute
         self.interval = interval
+        self.on_demand = on_demand
         self.value: T | None = None
         self.refreshes = 0
         """Attempts so far (successful or not)."""
-        self._attempted = asyncio.Event()
+        self._stamp = -math.inf
+        self._wanted = asyncio.Event()
+        self._cycle = asyncio.Event()
 
     async def refresh(self) -> None:
         """Compute once; on failure keep the last value (a background loop must not die of one bad read)."""
         try:
             self.value = await self.compute()
+            self._stamp = time.monotonic()
         except Exception as exc:
             log.warning("%s: refresh failed: %s: %s", self.name, type(exc).__name__, clip(str(exc)))
         finally:
             self.refreshes += 1
-            self._attempted.set()
+            done, self._cycle = self._cycle, asyncio.Event()
+            done.set()
 
     async def current(self) -> T | None:
-        """The value in memory, after the first refresh attempt has finished (None if that failed)."""
-        await self._attempted.wait()
+        """The value in memory; the next one first if there is none yet or it is older than two intervals."""
+        self._wanted.set()
+        if self.refreshes == 0 or time.monotonic() - self._stamp > 2 * self.interval:
+            await self._cycle.wait()
         return self.value
 
     async def run(self) -> None:
-        """Refresh every `interval` seconds until cancelled."""
+        """Refresh every `interval` seconds (on demand: only after a `current`) until cancelled."""
         while True:
+            if self.on_demand:
+                await self._wanted.wait()
+                self._wanted.clear()
             await self.refresh()
             await asyncio.sleep(self.interval)
 

@@ -25,9 +25,9 @@ STATIC = Path(__file__).parent / "static"
 PAGE_FILES = {"app.js": "application/javascript", "style.css": "text/css"}
 MAX_LIST = 100
 CONSERVATION_TTL = 2.0
-"""Seconds between conservation checks: the service refreshes it in the background and every request is
-served from memory, so no request makes the node scan (Core runs one `scantxoutset` at a time, and the
-poster needs the node too)."""
+"""Seconds between conservation checks: one background task runs them while the explorer is being looked
+at, and every request is served from memory, so requests never make the node scan (Core runs one
+`scantxoutset` at a time, and the poster needs the node too); nobody looking, no scans."""
 
 
 class Explorer:
@@ -40,7 +40,7 @@ class Explorer:
         start = seq.store.start_height()
         self.conservation = Conservation(self._ask_bitcoin, seq, seq.params, 0 if start is None else start)
         self.checks: Snapshot[dict[str, Any]] = Snapshot(
-            "explorer conservation", self.conservation.check, CONSERVATION_TTL
+            "explorer conservation", self.conservation.check, CONSERVATION_TTL, on_demand=True
         )
 
     # --- sources: the sequencer's own JSON-RPC and the Bitcoin node ---------------------------------------

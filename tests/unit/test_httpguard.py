@@ -89,7 +89,7 @@ def test_expensive_views_are_computed_in_the_background_not_per_request() -> Non
         calls.append(1)
         return len(calls)
 
-    snapshot: Snapshot[int] = Snapshot("test view", compute, interval=3600.0)
+    snapshot: Snapshot[int] = Snapshot("test view", compute, interval=3600.0, on_demand=True)
 
     async def view(request: web.Request) -> web.Response:
         return web.json_response({"value": await snapshot.current()})
@@ -99,6 +99,9 @@ def test_expensive_views_are_computed_in_the_background_not_per_request() -> Non
         app.router.add_get("/view", view)
         snapshot.install(app)
         async with TestClient(TestServer(app)) as client:
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert calls == []  # on demand: nobody asked, nothing computed
             answers = await asyncio.gather(*(client.get("/view") for _ in range(50)))
             return [await a.json() for a in answers]
 
