@@ -146,7 +146,7 @@ def _header_refusal(request: web.BaseRequest) -> tuple[int, str, str] | None:
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
         return 415, "UnsupportedEncoding", "Content-Encoding must be identity (compressed bodies are refused)"
-    if request.body_exists and request.charset not in (None, "utf-8", "utf8"):
+    if request.body_exists and (request.charset or "utf-8").lower() not in ("utf-8", "utf8"):
         return 415, "UnsupportedCharset", "request bodies must be UTF-8"
     length = request.content_length
     if length is not None and length > request.client_max_size:
