@@ -247,7 +247,9 @@ class MetricsServer:
 
     async def run(self) -> None:
         """Serve until stop()."""
-        app = web.Application()
+        from btcl2.httpguard import guarded_app
+
+        app = guarded_app()
         self.registry.add_route(app)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()

@@ -4,19 +4,24 @@ Names follow Prometheus conventions (`btcl2_` prefix, `_total` for counters, bas
 carries the lifecycle stage so one query sums or splits them.
 """
 
+import asyncio
 from collections import Counter as Tally
 from collections.abc import Callable
 from typing import Any
 
+from btcl2.httpguard import Snapshot
 from btcl2.metrics import Counter, LabelValues, Registry, process_metrics
 
 ANCHOR_WINDOW = 100
 """Batches (the latest ones) whose anchoring status is counted in btcl2_batches_by_anchor_status."""
+DEPOSIT_REFRESH = 1.0
+"""Seconds between two tallies of the deposit records by state (btcl2_deposits)."""
 
 
-def sequencer_metrics(api: Any, seq: Any, poster: Any | None) -> Registry:
+def sequencer_metrics(api: Any, seq: Any, poster: Any | None) -> tuple[Registry, Snapshot[Any]]:
     """The sequencer's (and, with --post, its poster's) figures; counts the API's JSON-RPC errors by
-    wrapping `api.execute`."""
+    wrapping `api.execute`. The deposit tally reads every deposit record, so it is not read per scrape: the
+    returned Snapshot refreshes it in a worker thread every DEPOSIT_REFRESH seconds while the app runs."""
     registry = Registry()
     process_metrics(registry, "sequencer")
     sealed = registry.counter("btcl2_batches_sealed_total", "Batches sealed (the head batch number + 1).")
@@ -25,7 +30,10 @@ def sequencer_metrics(api: Any, seq: Any, poster: Any | None) -> Registry:
         lambda: len(seq.mempool)
     )
     deposits = registry.gauge("btcl2_deposits", "Deposits the sequencer knows, by state.", ["state"])
-    deposits.set_function(lambda: _deposit_states(seq))
+    tally: Snapshot[dict[LabelValues, float]] = Snapshot(
+        "deposit tally", lambda: asyncio.to_thread(_deposit_states, seq), DEPOSIT_REFRESH
+    )
+    deposits.set_function(lambda: tally.value or {})
     withdrawals = registry.gauge("btcl2_withdrawals", "L2 withdrawals sealed in batches.", ["state"])
     withdrawals.set_function(lambda: {("requested",): float(len(seq.state.withdrawals))})
     registry.gauge("btcl2_bitcoin_tip_height", "Bitcoin tip height the watcher follows.").set_function(
@@ -40,7 +48,7 @@ def sequencer_metrics(api: Any, seq: Any, poster: Any | None) -> Registry:
         "btcl2_rpc_errors_total", "JSON-RPC error replies of the API, by method and code.", ["method", "code"]
     )
     count_rpc_errors(api, errors)
-    return registry
+    return registry, tally
 
 
 def _deposit_states(seq: Any) -> dict[LabelValues, float]:

@@ -6,6 +6,7 @@ from typing import Self
 
 from btcl2.bitcoin.hashes import sha256d
 from btcl2.bitcoin.serialize import ByteReader, ser_bytes, ser_compact_size
+from btcl2.core.hexstr import from_hex
 from btcl2.errors import DecodeError
 
 COIN = 100_000_000
@@ -33,7 +34,11 @@ class OutPoint:
 
     @classmethod
     def from_hex(cls, txid_hex: str, vout: int) -> Self:
-        return cls(bytes.fromhex(txid_hex)[::-1], vout)
+        """From a txid in display order (64 hex digits, nothing else); ValueError if it is not one."""
+        txid = from_hex(txid_hex)
+        if len(txid) != 32:
+            raise ValueError("a txid is 64 hex digits")
+        return cls(txid[::-1], vout)
 
     @property
     def txid_hex(self) -> str:
@@ -143,7 +148,7 @@ class Tx:
     @classmethod
     def from_hex(cls, hexstr: str) -> Self:
         try:
-            data = bytes.fromhex(hexstr)
+            data = from_hex(hexstr)
         except ValueError as e:
             raise DecodeError("transaction is not hex") from e
         return cls.decode(data)

@@ -13,6 +13,7 @@ bit i = attestation key i of the parameters).
 
 import functools
 import struct
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Self
@@ -25,6 +26,12 @@ from btcl2.bitcoin.serialize import ByteReader
 from btcl2.bitcoin.tx import Tx, TxOut
 from btcl2.core.types import Hash32, decode_exact
 from btcl2.errors import DecodeError, InvalidInput
+
+# py-ecc raises the recursion limit to 100,000 when imported. With that limit, C code that recurses per level
+# of its input (json's parser) overflows the C stack on deep input and kills the process (exit 139) before
+# any RecursionError. Nothing py-ecc's optimized BLS does recurses deeply, so the default limit comes back.
+# (bridge/attest.py imports py-ecc before this module; either import order ends here.)
+sys.setrecursionlimit(1000)
 
 DST = b"BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_"
 """The hash-to-curve domain separation tag of signatures (proofs of possession use the _POP_ ..._POP_ one)."""

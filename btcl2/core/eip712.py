@@ -13,6 +13,7 @@ import coincurve
 from btcl2.bitcoin.tx import MAX_MONEY
 from btcl2.core.errors import BadSignature, MalformedEncoding, WrongChain
 from btcl2.core.hashing import keccak256
+from btcl2.core.hexstr import from_hex
 from btcl2.core.types import (
     MAX_WITHDRAWAL_SCRIPT,
     SIGNATURE_SIZE,
@@ -164,7 +165,7 @@ def _hex_field(message: dict[str, Any], name: str, max_len: int) -> bytes:
     if not isinstance(value, str) or not value.startswith("0x"):
         raise MalformedEncoding(f"{name} must be a 0x-prefixed hex string")
     try:
-        raw = bytes.fromhex(value[2:])
+        raw = from_hex(value[2:])
     except ValueError as exc:
         raise MalformedEncoding(f"{name} is not hex") from exc
     if len(raw) > max_len:

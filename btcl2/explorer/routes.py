@@ -7,7 +7,6 @@ The page asks only what any client could ask: every lookup goes through the same
 
 import asyncio
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +14,9 @@ from aiohttp import web
 
 from btcl2.bitcoin.address import network_by_name, script_to_address
 from btcl2.bitcoin.rpc import RPCError
-from btcl2.errors import BtcL2Error, InvalidInput
+from btcl2.errors import BtcL2Error, InvalidInput, Temporary
 from btcl2.explorer.conservation import Conservation
+from btcl2.httpguard import Snapshot, clip, rest_error
 from btcl2.status.lookup import Sources, lookup
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,9 @@ STATIC = Path(__file__).parent / "static"
 PAGE_FILES = {"app.js": "application/javascript", "style.css": "text/css"}
 MAX_LIST = 100
 CONSERVATION_TTL = 2.0
-"""Seconds a conservation answer is reused (the page polls; Bitcoin moves at most once per block)."""
+"""Seconds between conservation checks: one background task runs them while the explorer is being looked
+at, and every request is served from memory, so requests never make the node scan (Core runs one
+`scantxoutset` at a time, and the poster needs the node too); nobody looking, no scans."""
 
 
 class Explorer:
@@ -37,8 +39,9 @@ class Explorer:
         self.bitcoin = bitcoin
         start = seq.store.start_height()
         self.conservation = Conservation(self._ask_bitcoin, seq, seq.params, 0 if start is None else start)
-        self._cached: tuple[float, dict[str, Any]] | None = None
-        self._lock = asyncio.Lock()
+        self.checks: Snapshot[dict[str, Any]] = Snapshot(
+            "explorer conservation", self.conservation.check, CONSERVATION_TTL, on_demand=True
+        )
 
     # --- sources: the sequencer's own JSON-RPC and the Bitcoin node ---------------------------------------
 
@@ -91,16 +94,10 @@ class Explorer:
             "address": script_to_address(params.federation_script_pubkey, network_by_name(params.network)),
             "m": params.federation_m,
             "n": len(params.federation_pubkeys),
-            "conservation": None if self._cached is None else self._cached[1],
+            "conservation": self.checks.value,
         }
 
     # --- HTTP ----------------------------------------------------------------------------------------------
-
-    async def _conservation(self) -> dict[str, Any]:
-        async with self._lock:
-            if self._cached is None or time.monotonic() - self._cached[0] > CONSERVATION_TTL:
-                self._cached = (time.monotonic(), await self.conservation.check())
-            return self._cached[1]
 
     async def page(self, request: web.Request) -> web.StreamResponse:
         """GET /explorer/ and its two assets."""
@@ -113,16 +110,20 @@ class Explorer:
 
     async def api_batches(self, request: web.Request) -> web.Response:
         """GET /explorer/api/batches?count=N."""
-        return await self._json(lambda: self.list_batches({"count": int(request.query.get("count", "20"))}))
+        return await self._json(
+            request, lambda: self.list_batches({"count": int(request.query.get("count", "20"))})
+        )
 
     async def api_federation(self, request: web.Request) -> web.Response:
-        """GET /explorer/api/federation: the federation and a fresh conservation check."""
+        """GET /explorer/api/federation: the federation and the latest conservation check (from memory)."""
 
         async def build() -> dict[str, Any]:
-            check = await self._conservation()
+            check = await self.checks.current()
+            if check is None:
+                raise Temporary("conservation check unavailable (the Bitcoin node did not answer)")
             return {**self.federation({}), "conservation": check}
 
-        return await self._json(build)
+        return await self._json(request, build)
 
     async def api_lookup(self, request: web.Request) -> web.Response:
         """GET /explorer/api/lookup?q=ID: an address's account, or the lifecycle of anything else."""
@@ -134,21 +135,21 @@ class Explorer:
                 return {"kind": "address", "id": doc["address"], **doc}
             return (await lookup(q, self.sources())).to_json()
 
-        return await self._json(build)
+        return await self._json(request, build)
 
-    async def _json(self, build: Any) -> web.Response:
+    async def _json(self, request: web.Request, build: Any) -> web.Response:
         try:
             result = build()
             if asyncio.iscoroutine(result):
                 result = await result
         except (InvalidInput, ValueError) as exc:
-            return web.json_response({"error": type(exc).__name__, "message": str(exc)}, status=400)
+            return rest_error(request, 400, type(exc).__name__, str(exc))
         except RPCError as exc:
             status = 404 if exc.code in (-32004, -5) else 400
-            return web.json_response({"error": "NotFound", "message": exc.message}, status=status)
+            return rest_error(request, status, "NotFound", exc.message)
         except BtcL2Error as exc:
-            log.warning("explorer: %s", exc)
-            return web.json_response({"error": type(exc).__name__, "message": str(exc)}, status=503)
+            log.warning("explorer: %s", clip(str(exc)))
+            return rest_error(request, 503, type(exc).__name__, str(exc))
         return web.json_response(result)
 
     def install(self, app: web.Application) -> None:
@@ -159,6 +160,7 @@ class Explorer:
         app.router.add_get("/explorer/api/federation", self.api_federation)
         app.router.add_get("/explorer/api/lookup", self.api_lookup)
         app.router.add_get("/explorer/{name}", self.page)
+        self.checks.install(app)
 
     def register_methods(self) -> None:
         """Add l2_listBatches and l2_federation to the JSON-RPC API."""
@@ -176,6 +178,7 @@ def install(api: Any, seq: Any, poster: Any | None, bitcoin: Any) -> None:
 
     explorer = Explorer(api, seq, bitcoin)
     explorer.register_methods()
-    registry = sequencer_metrics(api, seq, poster)
+    registry, tally = sequencer_metrics(api, seq, poster)
     api.routes.append(explorer.install)
     api.routes.append(registry.add_route)
+    api.routes.append(tally.install)

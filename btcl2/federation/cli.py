@@ -14,6 +14,7 @@ import click
 
 from btcl2.bitcoin.address import script_to_address
 from btcl2.bitcoin.rpc import RPCError
+from btcl2.core.hexstr import from_hex
 from btcl2.federation.config import CoordinatorConfig, SignerConfig, load
 from btcl2.federation.payout import WithdrawalKind, WithdrawalRef
 from btcl2.logs import log_format_option, metrics_port_option
@@ -188,7 +189,7 @@ def _exit_to_evm(secret: bytes, amount: int, fee: int, evm_address: bytes, seque
 def _parse_evm_target(to: str) -> bytes:
     text = to.removeprefix("evm:").removeprefix("0x")
     try:
-        raw = bytes.fromhex(text)
+        raw = from_hex(text)
     except ValueError:
         raw = b""
     if not to.startswith("evm:") or len(raw) != 20:

@@ -51,6 +51,7 @@ from btcl2.federation.store import (
     Variant,
 )
 from btcl2.federation.views import BitcoinView, EvmView, L2View
+from btcl2.httpguard import guarded_app, rest_error
 
 log = logging.getLogger("btcl2.coordinator")
 SIGN_TIMEOUT = 60.0
@@ -338,7 +339,7 @@ class Coordinator:
         try:
             ref = WithdrawalRef.parse(request.match_info["ref"])
         except BtcL2Error as exc:
-            return web.json_response({"error": "InvalidInput", "message": str(exc)}, status=400)
+            return rest_error(request, 400, "InvalidInput", str(exc))
         found = await asyncio.to_thread(self.status, ref)
         if found is None:
             return web.json_response(
@@ -348,7 +349,7 @@ class Coordinator:
 
     async def run(self) -> None:
         """Serve the status API and drive payouts until cancelled; Critical errors stop the loop."""
-        app = web.Application()
+        app = guarded_app()
         app.router.add_get("/withdrawal/{ref}", self._status_handler)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()

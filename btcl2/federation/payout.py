@@ -23,6 +23,7 @@ from btcl2.bitcoin.script import dust_threshold, push_data
 from btcl2.bitcoin.serialize import ByteReader, ser_compact_size
 from btcl2.bitcoin.sighash import SIGHASH_ALL, segwit_v0_sighash
 from btcl2.bitcoin.tx import MAX_MONEY, OutPoint, Tx, TxIn, TxOut
+from btcl2.core.hexstr import from_hex
 from btcl2.core.params import Params
 from btcl2.core.types import decode_exact
 from btcl2.errors import InvalidInput
@@ -98,7 +99,7 @@ class WithdrawalRef:
         body = body.strip()
         try:
             if kind in ("l2", "") and body[:2] in ("0x", "0X") and len(body) == 66:
-                return cls(WithdrawalKind.L2, bytes.fromhex(body[2:]))
+                return cls(WithdrawalKind.L2, from_hex(body[2:]))
             if kind in ("evm", "") and body.isdigit() and int(body) < 2**256:
                 return cls.evm(int(body))
         except ValueError:

@@ -29,6 +29,7 @@ from btcl2.bitcoin.rpc import RPCError, SyncBitcoinRPC
 from btcl2.bitcoin.sighash import SIGHASH_ALL
 from btcl2.bitcoin.tx import OutPoint, Tx
 from btcl2.bridge.evm import EvmClient
+from btcl2.core.hexstr import from_hex
 from btcl2.errors import BtcL2Error, DecodeError, InvalidInput
 from btcl2.federation.attest import AttestationRefused, BatchAttester, load_attestation_secret
 from btcl2.federation.checks import SignerPolicy, check_fee, check_history, check_inputs, check_withdrawals
@@ -37,6 +38,7 @@ from btcl2.federation.errors import PayoutRefused, UnknownWithdrawal
 from btcl2.federation.payout import PayoutItem, WithdrawalRef, input_sighash, parse_payout
 from btcl2.federation.store import SignedPayout, SignerStore
 from btcl2.federation.views import BitcoinView, EvmView, L2Snapshot, L2View, Utxo
+from btcl2.httpguard import clip, guarded_app
 
 log = logging.getLogger("btcl2.signer")
 MAX_BODY = 1 << 20
@@ -121,7 +123,7 @@ class Signer:
 
 
 def _error(status: int, name: str, message: str) -> web.Response:
-    return web.json_response({"error": name, "message": message}, status=status)
+    return web.json_response({"error": name, "message": clip(message)}, status=status)
 
 
 class SignerService:
@@ -150,7 +152,7 @@ class SignerService:
 
     def app(self) -> web.Application:
         """The aiohttp application."""
-        app = web.Application(middlewares=[self._auth], client_max_size=MAX_BODY)
+        app = guarded_app(middlewares=(self._auth,), client_max_size=MAX_BODY)
         app.router.add_post("/sign", self._sign)
         app.router.add_get("/info", self._info)
         app.router.add_post("/attest", self._attest)
@@ -168,7 +170,7 @@ class SignerService:
         try:
             body = jsonbody.loads(await request.read())
             number = int(body["batch"])
-            hashes = [bytes.fromhex(str(body[k]).removeprefix("0x")) for k in ATTEST_FIELDS]
+            hashes = [from_hex(str(body[k]).removeprefix("0x")) for k in ATTEST_FIELDS]
         except (ValueError, KeyError, TypeError) as exc:
             return _error(400, "BadRequest", f"expected {{batch, {', '.join(ATTEST_FIELDS)}}}: {exc}")
         try:

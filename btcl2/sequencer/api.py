@@ -3,22 +3,25 @@
 Every error reaches the client as a JSON-RPC error object, never a traceback: -32700 parse error,
 -32600 invalid request, -32601 method not found, -32602 invalid params (naming the parameter), -32001 a
 rejected transaction (data: the exception class and message), -32004 not found, -32005 rate limited
-(HTTP 429), -32603 internal error. Bodies above 1 MiB get HTTP 413.
+(HTTP 429), -32603 internal error. Bodies above 1 MiB get HTTP 413. The limits every route shares (rate
+limit charged before a body is read, encodings, charsets, batch size) are btcl2/httpguard.py's and
+docs/PROTOCOL.md's "API limits".
 """
 
 import asyncio
 import json
 import logging
-import time
+import math
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
-from btcl2 import jsonbody
+from btcl2 import httpguard, jsonbody
 from btcl2.bitcoin import address as btc_address
 from btcl2.bitcoin.tx import OutPoint
 from btcl2.core.hashing import keccak256
+from btcl2.core.hexstr import from_hex
 from btcl2.core.state import Account
 from btcl2.core.types import Address20, Batch, ExitToEvm, Transfer, Withdrawal
 from btcl2.errors import BtcL2Error, InvalidInput
@@ -35,7 +38,8 @@ PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR =
     -32603,
 )
 TX_REJECTED, NOT_FOUND, RATE_LIMITED = -32001, -32004, -32005
-_MAX_BUCKETS = 10_000
+MAX_BATCH = 100
+"""Requests in one JSON-RPC batch; a longer batch is refused whole (-32600), whatever the rate limit."""
 
 
 class RPCFailure(Exception):
@@ -57,7 +61,7 @@ def parse_hex(value: Any, name: str, size: int | None = None) -> bytes:
     if not isinstance(value, str) or not value[:2].lower() == "0x":
         raise _bad(name, "expected a 0x-prefixed hex string")
     try:
-        data = bytes.fromhex(value[2:])
+        data = from_hex(value[2:])
     except ValueError:
         raise _bad(name, "not hex") from None
     if size is not None and len(data) != size:
@@ -157,29 +161,6 @@ def tx_json(view: TxView) -> dict[str, Any]:
     }
 
 
-class TokenBuckets:
-    """A token bucket per client IP: `rate` tokens per second up to `burst`."""
-
-    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}
-
-    def take(self, client: str, cost: int = 1) -> bool:
-        """Spend `cost` tokens of `client`; False if it has too few (nothing is spent then)."""
-        now = self.clock()
-        tokens, last = self._buckets.get(client, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
-        if tokens < cost:
-            self._buckets[client] = (tokens, now)
-            return False
-        if len(self._buckets) >= _MAX_BUCKETS and client not in self._buckets:
-            self._buckets.clear()  # bounded memory; full buckets are the default anyway
-        self._buckets[client] = (tokens - cost, now)
-        return True
-
-
 Handler = Callable[[dict[str, Any]], Any]
 
 
@@ -188,7 +169,9 @@ class SequencerAPI:
 
     def __init__(self, seq: Sequencer, *, rate: float = 200.0, burst: int = 400) -> None:
         self.seq = seq
-        self.buckets = TokenBuckets(rate, burst)
+        self.limiter = httpguard.RateLimiter(rate, burst)
+        self.client_key: Callable[[web.BaseRequest], str] = httpguard.remote_key
+        """Which client a request counts against (tests on loopback play several clients with it)."""
         self.methods: dict[str, tuple[tuple[str, ...], int, Handler]] = {
             "l2_sendTransaction": (("tx",), 1, self.send_transaction),
             "l2_getBalance": (("address", "batch"), 1, self.get_balance),
@@ -306,7 +289,9 @@ class SequencerAPI:
         elif isinstance(params, dict):
             unknown = sorted(set(params) - set(names))
             if unknown:
-                raise RPCFailure(INVALID_PARAMS, f"invalid params: unknown parameter {unknown[0]}")
+                raise RPCFailure(
+                    INVALID_PARAMS, f"invalid params: unknown parameter {httpguard.clip(unknown[0], 64)}"
+                )
             bound = dict(params)
         else:
             raise RPCFailure(INVALID_REQUEST, "invalid request: params must be an array or an object")
@@ -322,6 +307,8 @@ class SequencerAPI:
         rid = req.get("id")
         if rid is not None and (isinstance(rid, bool) or not isinstance(rid, str | int | float)):
             return _error(None, RPCFailure(INVALID_REQUEST, "invalid request: bad id"))
+        if isinstance(rid, float) and not math.isfinite(rid):  # only in-process callers: bodies refuse these
+            return _error(None, RPCFailure(INVALID_REQUEST, "invalid request: id is not a finite number"))
         try:
             handler, bound = self._bind(req["method"], req.get("params"))
             result = handler(bound)
@@ -342,32 +329,40 @@ class SequencerAPI:
         return {"jsonrpc": "2.0", "id": rid, "result": result}
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        """The one HTTP endpoint."""
+        """The one HTTP endpoint (the guard has charged the client 1 token, plus its body size, already)."""
         if request.method != "POST":
-            return web.Response(status=405, text="JSON-RPC over POST only\n")
+            return _http(
+                405, _error(None, RPCFailure(INVALID_REQUEST, "invalid request: JSON-RPC over POST only"))
+            )
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return _http(413, _error(None, RPCFailure(INVALID_REQUEST, "request body above 1 MiB")))
         try:
             payload = jsonbody.loads(body)
+        except jsonbody.NonFinite:
+            return _http(200, _error(None, RPCFailure(INVALID_REQUEST, "invalid request: non-finite number")))
         except jsonbody.BadJson:
             return _http(200, _error(None, RPCFailure(PARSE_ERROR, "parse error")))
-        cost = len(payload) if isinstance(payload, list) else 1
-        if not self.buckets.take(request.remote or "?", max(cost, 1)):
-            return _http(429, _error(None, RPCFailure(RATE_LIMITED, "rate limited")))
-        if isinstance(payload, list):
-            if not payload:
-                return _http(200, _error(None, RPCFailure(INVALID_REQUEST, "invalid request: empty batch")))
-            replies = [r for item in payload if (r := self.execute(item)) is not None]
-            await asyncio.sleep(0)
-            return _http(200, replies) if replies else web.Response(status=204)
-        reply = self.execute(payload)
-        return _http(200, reply) if reply is not None else web.Response(status=204)
+        if not isinstance(payload, list):
+            reply = self.execute(payload)
+            return _http(200, reply) if reply is not None else web.Response(status=204)
+        if not payload:
+            return _http(200, _error(None, RPCFailure(INVALID_REQUEST, "invalid request: empty batch")))
+        if len(payload) > MAX_BATCH:
+            failure = RPCFailure(INVALID_REQUEST, f"invalid request: batch too large (at most {MAX_BATCH})")
+            return _http(200, _error(None, failure))
+        if not self.limiter.take(self.client_key(request), len(payload) - 1):
+            return _refuse(request, 429, "RateLimited", "rate limited: slow down and retry later")
+        replies = [r for item in payload if (r := self.execute(item)) is not None]
+        await asyncio.sleep(0)
+        return _http(200, replies) if replies else web.Response(status=204)
 
     def app(self) -> web.Application:
-        """The aiohttp application (body limit 1 MiB)."""
-        app = web.Application(client_max_size=MAX_BODY)
+        """The aiohttp application (body limit 1 MiB; every route behind the guard and its rate limit)."""
+        app = httpguard.guarded_app(
+            limiter=self.limiter, refuse=_refuse, key=self.client_key, client_max_size=MAX_BODY
+        )
         app.router.add_route("*", "/", self.handle)
         for add in self.routes:
             add(app)
@@ -375,14 +370,28 @@ class SequencerAPI:
 
 
 def _error(rid: Any, exc: RPCFailure) -> dict[str, Any]:
-    err: dict[str, Any] = {"code": exc.code, "message": exc.message}
+    err: dict[str, Any] = {"code": exc.code, "message": httpguard.clip(exc.message)}
     if exc.data is not None:
         err["data"] = exc.data
     return {"jsonrpc": "2.0", "id": rid, "error": err}
 
 
 def _http(status: int, obj: Any) -> web.Response:
-    return web.Response(status=status, text=json.dumps(obj) + "\n", content_type="application/json")
+    try:
+        text = json.dumps(obj, allow_nan=False)  # strict JSON, whatever a handler returned
+    except ValueError:
+        log.error("api: a reply was not strict JSON")
+        text = json.dumps(_error(None, RPCFailure(INTERNAL_ERROR, "internal error")))
+    return web.Response(status=status, text=text + "\n", content_type="application/json")
+
+
+def _refuse(request: web.BaseRequest, status: int, name: str, message: str) -> web.Response:
+    """The guard's refusals: JSON-RPC error objects at "/", the REST document on the other routes."""
+    if request.path != "/":
+        return httpguard.rest_error(request, status, name, message)
+    if status == 429:
+        return _http(429, _error(None, RPCFailure(RATE_LIMITED, message)))
+    return _http(status, _error(None, RPCFailure(INVALID_REQUEST, f"invalid request: {message}")))
 
 
 class APIServer:

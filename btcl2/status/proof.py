@@ -18,6 +18,7 @@ from btcl2.bitcoin.block import Block, BlockHeader
 from btcl2.bitcoin.hashes import sha256d
 from btcl2.bitcoin.tx import Tx
 from btcl2.bridge.spv import mint_proof, root_from_proof
+from btcl2.core.hexstr import from_hex
 from btcl2.core.merkle import merkle_branch, verify_branch
 from btcl2.core.params import Params
 from btcl2.core.smt import Proof, verify_proof
@@ -34,7 +35,7 @@ def _h(data: bytes) -> str:
 
 
 def _unhex(text: str) -> bytes:
-    return bytes.fromhex(text[2:] if text[:2].lower() == "0x" else text)
+    return from_hex(text[2:] if text[:2].lower() == "0x" else text)
 
 
 async def spv_section(src: Sources, txid: str, vout: int, block_hash: str) -> dict[str, Any]:

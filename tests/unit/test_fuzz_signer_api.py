@@ -138,3 +138,36 @@ def test_random_bodies_are_refused_cleanly(service: _Service, bodies: list[tuple
     for (path, body, _), (status, doc) in zip(requests, service.post(requests), strict=True):
         assert _typed_refusal(status, doc), (path, body[:80], status, doc)
     assert service.signer.signed_count() == 0
+
+
+def test_the_campaign_structural_and_semantic_cases(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    s = _Service(tmp_path)
+    tx, amounts = payout([L2_ITEM])
+    good = json.dumps({"tx": tx.hex(), "amounts": amounts})
+    spaced = "ab " * 31 + "ab"
+    attest = {"batch": 0, "postStateRoot": "ab" * 32, "exitsRoot": "ab" * 32}
+    cases = [
+        ("/sign", good.encode("utf-16"), AUTH),  # another charset, undeclared
+        ("/sign", good.encode(), {**AUTH, "Content-Type": "application/json; charset=utf-16"}),
+        ("/sign", good.encode(), {**AUTH, "Content-Encoding": "gzip"}),  # claims compression, is not
+        ("/sign", good.encode(), {**AUTH, "Content-Encoding": "br"}),
+        ("/sign", ('["\u4e22",' + "[" * 99_000 + "]" * 99_000 + "]").encode("utf-16-le"), AUTH),
+        ("/sign", good.replace("]", ", NaN]").encode(), AUTH), ("/sign", good.replace("]", ", 1e309]").encode(), AUTH),
+        ("/sign", json.dumps({"tx": "0" * 900_000, "amounts": amounts}).encode(), AUTH),
+        ("/attest", json.dumps({**attest, "batchHash": spaced}).encode(), AUTH),
+        ("/attest", json.dumps({**attest, "batchHash": "0x" + "ab" * 31 + "\na"}).encode(), AUTH),
+    ]  # fmt: skip
+    results = s.post(cases)
+    for (path, body, headers), (status, doc) in zip(cases, results, strict=True):
+        assert _typed_refusal(status, doc) and status != 413, (path, body[:60], headers, status, doc)
+        assert len(json.dumps(doc)) < 1_000, (path, body[:60], len(json.dumps(doc)))
+    assert [status for status, _ in results[:4]] == [400, 415, 415, 415]
+    assert s.signer.signed_count() == 0
+    assert not [r for r in caplog.records if r.exc_info], caplog.text  # no traceback logged
+
+
+def test_a_flooding_client_is_limited_before_its_body_is_read(tmp_path: Path) -> None:
+    s = _Service(tmp_path)
+    results = s.post([("/sign", b"{" + b"x" * 100_000, AUTH)] * 40)
+    assert {status for status, _ in results} == {400, 429}
+    assert all(doc["error"] == "RateLimited" for status, doc in results if status == 429)

@@ -8,7 +8,8 @@ from btcl2.bitcoin.tx import OutPoint
 from btcl2.core.deposits import Deposit, DepositKind, RejectedDeposit
 from btcl2.core.params import Params
 from btcl2.core.types import Address20, Hash32, Sats
-from btcl2.sequencer.api import TokenBuckets, checksum_address, parse_address
+from btcl2.httpguard import RateLimiter
+from btcl2.sequencer.api import checksum_address, parse_address
 from btcl2.sequencer.config import ConfigError, load_config
 from btcl2.sequencer.service import Sequencer
 from btcl2.sequencer.store import DepositStatus, SequencerStore
@@ -83,7 +84,7 @@ def test_config_layers_and_unknown_keys(tmp_path: Path) -> None:
 
 def test_token_bucket_and_addresses() -> None:
     now = [0.0]
-    buckets = TokenBuckets(rate=2.0, burst=3, clock=lambda: now[0])
+    buckets = RateLimiter(rate=2.0, burst=3, clock=lambda: now[0])
     assert [buckets.take("a") for _ in range(4)] == [True, True, True, False]
     assert buckets.take("b")
     now[0] = 1.0
