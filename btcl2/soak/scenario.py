@@ -141,7 +141,7 @@ class Requests:
     deposits: dict[str, str] = field(default_factory=dict)
     """outpoint -> "l2" or "evm"."""
     withdrawals: list[str] = field(default_factory=list)
-    """Withdrawal refs ("l2:0x…", "evm:N")."""
+    """Withdrawal refs ("l2:0x…", "evm:0x…")."""
     transfers: dict[str, bool] = field(default_factory=dict)
     """L2 tx hash -> whether it was ever reported sealed."""
     raw: dict[str, str] = field(default_factory=dict)
