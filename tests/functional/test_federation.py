@@ -91,6 +91,8 @@ class Stack:
     coordinator: subprocess.Popen[bytes] | None = None
     status_url: str = ""
     burns: list[WithdrawalRef] = field(default_factory=list)
+    vanished: list[WithdrawalRef] = field(default_factory=list)
+    """Burns paid on Bitcoin, then removed by an EVM reorg deeper than the finality depth."""
 
     def btcl2(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -479,7 +481,7 @@ def test_evm_reorg_after_burn_pays_nothing_and_robs_no_one(stack: Stack) -> None
     st = stack
     if st.coordinator is None or st.coordinator.poll() is not None:
         _start_coordinator(st)
-    st.evm.transact(st.dep.wbtc, "transfer", ERIN.address, BURN, sender=USER)
+    st.evm.transact(st.dep.wbtc, "transfer", ERIN.address, 2 * BURN, sender=USER)
     _evm_finalize(st)
     dave_dest, erin_dest = new_key(), new_key()
     balance = st.evm.call(st.dep.wbtc, "balanceOf", USER.address)
@@ -512,12 +514,58 @@ def test_evm_reorg_after_burn_pays_nothing_and_robs_no_one(stack: Stack) -> None
     assert (at_old_depth[0], at_old_depth[1].get("error")) == (409, "UnknownWithdrawal"), at_old_depth
     code, answer = _ask(st, 2, *_fed_coin_payout(st, [PayoutItem(dave, dave_dest.p2wpkh_script, 2 * BURN)]))
     assert (code, answer["error"]) == (409, "UnknownWithdrawal"), answer
-    audit = st.btcl2(
+    report = _audit(st)
+    assert report["holds"], report["discrepancies"]
+
+
+def _audit(st: Stack) -> dict[str, Any]:
+    done = st.btcl2(
         "audit", "--bitcoin-rpc", st.node.url, "--bitcoin-cookie", str(st.node.cookie_file),
         "--evm-rpc", st.evm.url, "--bridge", st.dep.bridge.address, "--from-height", str(st.from_height), "--json",
     )  # fmt: skip
-    report = json.loads(audit.stdout)
-    assert report["holds"] and audit.returncode == 0, report["discrepancies"]
+    report: dict[str, Any] = json.loads(done.stdout)
+    assert done.returncode == (0 if report["holds"] else 1), done.stderr
+    return report
+
+
+def test_burn_reorged_out_after_its_payout_is_reconciled_not_fatal(stack: Stack) -> None:
+    """Beyond the model (a reorg deeper than the finality depth): Dave's burn is paid on Bitcoin, then the
+    EVM chain drops it before confirmPayout. The coordinator records it to reconcile and keeps paying; the
+    audit names Dave's payout, with its amount, and nothing else; Erin's next burn is hers alone."""
+    st = stack
+    _stop_coordinator(st)
+    dave = _burn(st)
+    st.burns.remove(dave)
+    burn_block = int(
+        st.evm.get_events(st.dep.bridge, "WithdrawalRequested", st.dep.deploy_block)[-1].block_number
+    )
+    proc = _start_coordinator(st, "coordinator.confirmed")  # dies once the payout has F confirmations
+    _wait(lambda: proc.poll() is not None, "the payout of Dave's burn", st.node)
+    assert proc.returncode == FAILPOINT_EXIT_CODE
+    st.evm.rpc("anvil_reorg", st.evm.block_number() - burn_block + 1, [])
+    assert st.evm.call(st.dep.bridge, "withdrawalHash", dave.id) == bytes(32)
+    st.vanished.append(dave)
+    _start_coordinator(st)
+    _wait(lambda: _paid(st, dave), f"the coordinator to finish the payout of {dave.text}", st.node)
+    status = _status(st, dave)
+    assert status is not None and "finalized view" in str(status["reconcile"]), status
+    shown = st.btcl2("withdraw", "status", dave.text, "--coordinator", st.status_url)
+    assert shown.returncode == 0 and "RECONCILE" in shown.stdout, shown
+    erin_dest = new_key()
+    erin, _ = _burn_ref(st, BURN // 2, erin_dest.p2wpkh_script, sender=ERIN)
+    _evm_finalize(st)
+    st.burns.append(erin)
+    _wait(lambda: _paid(st, erin), f"payout of Erin's {erin.text}", st.node)
+    assert st.coordinator is not None and st.coordinator.poll() is None, "the coordinator stopped"
+    (erin_payout,) = _payouts_of(st)[erin]
+    assert TxOut(BURN // 2, erin_dest.p2wpkh_script) in erin_payout.vout
+    assert st.evm.call(st.dep.bridge, "payoutTxid", erin.id) == erin_payout.txid
+    assert st.evm.call(st.dep.bridge, "payoutTxid", dave.id) == bytes(32)
+    report = _audit(st)
+    found = {(d["kind"], d["subject"]): d["detail"] for d in report["discrepancies"]}
+    assert ("paid-unknown", dave.text) in found and f"{BURN} sats" in found[("paid-unknown", dave.text)]
+    assert set(found) == {("paid-unknown", dave.text), ("conservation", "federation BTC")}, found
+    assert f"({-BURN:+d})" in found[("conservation", "federation BTC")]  # exactly Dave's gain, no one's loss
 
 
 def test_no_withdrawal_paid_twice(stack: Stack) -> None:
@@ -529,7 +577,7 @@ def test_no_withdrawal_paid_twice(stack: Stack) -> None:
         for tx in block.txs:
             for ref in paid_refs(tx, PARAMS):
                 seen.setdefault(ref, []).append(tx.txid_hex)
-    assert set(seen) == {st.l2_ref, *st.burns}
+    assert set(seen) == {st.l2_ref, *st.burns, *st.vanished}
     assert all(len(txids) == 1 for txids in seen.values()), seen
     for ref in st.burns:
         assert st.evm.call(st.dep.bridge, "payoutTxid", ref.id) == bytes.fromhex(seen[ref][0])[::-1]
