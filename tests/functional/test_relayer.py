@@ -487,6 +487,11 @@ def test_cli_deploy_deposit_wait_and_withdraw(
         "evm", "deploy", "--evm-rpc", anvil.url, "--key", ANVIL_DEV_KEYS[0], "--out", str(out)
     )
     assert json.loads(out.read_text())["Bridge"] == deployed["Bridge"]
+    assert (
+        deployed["deploy_block"]
+        == evm.call(Contract(deployed["Bridge"], load_artifact("Bridge")), "deployBlock")
+        > 0
+    )
     bridge = Contract(deployed["Bridge"], load_artifact("Bridge"))
     light_client = Contract(deployed["BitcoinLightClient"], load_artifact("BitcoinLightClient"))
     stack = Deployment(light_client, Contract(deployed["WrappedBTC"], load_artifact("WrappedBTC")), bridge)
