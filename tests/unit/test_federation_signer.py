@@ -13,7 +13,13 @@ from btcl2.bitcoin.script import p2wpkh
 from btcl2.bitcoin.tx import OutPoint, Tx, TxOut
 from btcl2.core.params import Params
 from btcl2.errors import InvalidInput
-from btcl2.federation.config import SignerConfig
+from btcl2.federation.config import (
+    DEVNET_EVM_FINALITY_DEPTH,
+    EVM_FINALITY_DEPTH,
+    ConfigError,
+    SignerConfig,
+    load,
+)
 from btcl2.federation.errors import (
     AlreadyPaid,
     ConflictingPayout,
@@ -185,3 +191,18 @@ def test_non_federation_key_refused(tmp_path: Path) -> None:
     config = SignerConfig(tmp_path / "db", "http://127.0.0.1:1", "t" * 16)
     with pytest.raises(InvalidInput):
         Signer(PrivateKey(b"\x01" * 32), config, FakeViews(), SignerStore(config.datadir))
+
+
+def test_evm_finality_depth_is_configured(tmp_path: Path) -> None:
+    """Burns are believed at the EVM finality depth: 64 blocks unless configured, never below 1."""
+    base = 'datadir = "d"\nbitcoin_rpc = "http://127.0.0.1:1"\ntoken = "tttttttttttttttt"\n'
+    file = tmp_path / "signer.toml"
+    file.write_text(base)
+    assert load(SignerConfig, file, {}).evm_confirmations == EVM_FINALITY_DEPTH == 64
+    assert DEVNET_EVM_FINALITY_DEPTH > 3  # deeper than the EVM reorgs the functional tests inject
+    file.write_text(base + "evm_confirmations = 5\n")
+    assert load(SignerConfig, file, {}).evm_confirmations == 5
+    for bad in ("0", "-1", '"finalized"'):
+        file.write_text(base + f"evm_confirmations = {bad}\n")
+        with pytest.raises(ConfigError):
+            load(SignerConfig, file, {})
