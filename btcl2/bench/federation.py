@@ -82,9 +82,6 @@ class _Views:
     def evm_withdrawals(self) -> dict[WithdrawalRef, PayoutItem]:
         return self._known
 
-    def evm_payout_txid(self, withdrawal_id: int) -> bytes:
-        return bytes(32)
-
     def l2(self) -> L2Snapshot:
         return L2Snapshot("", 0)
 
