@@ -201,7 +201,7 @@ class Scenario:
         self.withdrawals = {"carol": l2["id"], "dave": evm["id"]}
         self.step(
             f"withdrawals requested: carol {_btc(W_L2)} BTC from the L2 ({l2['id'][:14]}…), "
-            f"dave {_btc(W_EVM)} BTC from the EVM (burn {evm['id']})"
+            f"dave {_btc(W_EVM)} BTC from the EVM (burn {evm['id'][:14]}…)"
         )
 
     def _paid(self, ref: str) -> bool:

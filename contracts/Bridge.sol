@@ -76,8 +76,9 @@ contract Bridge {
     error NonStandardScript();
     error BelowMinimumWithdrawal(uint64 amount, uint64 minimum);
     error InsufficientBalance(address holder, uint256 balance, uint64 amount);
-    error UnknownWithdrawal(uint256 id);
-    error PayoutAlreadyConfirmed(uint256 id, bytes32 btcTxid);
+    /// @notice Raised by confirmPayout for an id no burn on this chain carries (e.g. a burn reorged out).
+    error UnknownWithdrawal(bytes32 id);
+    error PayoutAlreadyConfirmed(bytes32 id, bytes32 btcTxid);
     error ZeroTxid();
 
     // --- attestations and exits (docs/PROTOCOL.md, "Attestations", "Exits to the EVM") ---
@@ -91,10 +92,12 @@ contract Bridge {
 
     /// @notice WBTC minted for the deposit outpoint (btcTxid, vout) proven in blockHash.
     event Minted(bytes32 indexed btcTxid, uint32 vout, address indexed recipient, uint64 amount, bytes32 indexed blockHash);
-    /// @notice `from` burnt `amount` WBTC, to be paid on Bitcoin to `script`; `id` numbers withdrawals from 0.
-    event WithdrawalRequested(uint256 indexed id, address indexed from, uint64 amount, bytes script);
-    /// @notice Withdrawal `id` was paid on Bitcoin by transaction `btcTxid` (internal byte order).
-    event PayoutConfirmed(uint256 indexed id, bytes32 btcTxid);
+    /// @notice `from` burnt `amount` WBTC, to be paid on Bitcoin to `script`; `nonce` counts `from`'s burns and
+    /// `id` = withdrawalId(from, amount, script, nonce) binds the withdrawal to its content (docs/PROTOCOL.md).
+    event WithdrawalRequested(bytes32 indexed id, address indexed from, uint64 amount, bytes script, uint256 nonce);
+    /// @notice The payout confirmer reports withdrawal `id` paid on Bitcoin by `btcTxid` (internal byte order).
+    /// A hint for users: signers read payouts from Bitcoin, never from this event.
+    event PayoutConfirmed(bytes32 indexed id, bytes32 btcTxid);
     /// @notice The attestation verifier was set (once).
     event AttestationVerifierSet(address indexed verifier);
     /// @notice Batch `batchNumber` carries a valid aggregate attestation of at least M federation signers.
@@ -117,6 +120,8 @@ contract Bridge {
     uint256 public immutable minConfirmations;
     uint64 public immutable minDepositSats;
     uint64 public immutable minWithdrawalSats;
+    /// @notice The EVM block this Bridge was deployed in: event scans start here.
+    uint256 public immutable deployBlock;
     /// @notice The federation's P2WSH scriptPubKey every deposit pays.
     bytes public federationScript;
 
@@ -133,12 +138,14 @@ contract Bridge {
 
     /// @notice Whether the outpoint (btcTxid, vout) has been minted.
     mapping(bytes32 => mapping(uint256 => bool)) public minted;
-    /// @notice Number of withdrawals requested so far (the next id).
+    /// @notice Number of withdrawals requested so far (a statistic: ids are never counters).
     uint256 public withdrawalCount;
-    /// @notice keccak256(abi.encode(from, amount, script)) of each withdrawal, for signers to check against.
-    mapping(uint256 => bytes32) public withdrawalHash;
-    /// @notice The Bitcoin payout of each withdrawal (zero until confirmed).
-    mapping(uint256 => bytes32) public payoutTxid;
+    /// @notice Burns made so far by each address: the nonce of its next burn.
+    mapping(address => uint256) public burnNonce;
+    /// @notice keccak256(abi.encode(from, amount, script)) of each withdrawal by id (zero: no such burn).
+    mapping(bytes32 => bytes32) public withdrawalHash;
+    /// @notice The Bitcoin payout the confirmer reported for each withdrawal (zero until reported; a hint only).
+    mapping(bytes32 => bytes32) public payoutTxid;
 
     /// @notice An L2 batch the federation attested.
     struct AttestedBatch {
@@ -187,6 +194,7 @@ contract Bridge {
         minConfirmations = minConfirmations_;
         minDepositSats = minDepositSats_;
         minWithdrawalSats = minWithdrawalSats_;
+        deployBlock = block.number;
         owner = msg.sender;
         guardian = guardian_;
         payoutConfirmer = payoutConfirmer_;
@@ -241,22 +249,37 @@ contract Bridge {
     /// @notice Burn `amount` of the caller's WBTC and request its payout on Bitcoin to `btcScript`.
     /// @param amount Base units (satoshis), at least minWithdrawalSats.
     /// @param btcScript The scriptPubKey to pay: exactly P2PKH, P2SH, P2WPKH, P2WSH or P2TR.
-    /// @return id The withdrawal id (also in the WithdrawalRequested event).
-    function burn(uint64 amount, bytes calldata btcScript) external whenNotPaused returns (uint256 id) {
+    /// @return id The withdrawal id, withdrawalId(msg.sender, amount, btcScript, nonce) (also in the event).
+    function burn(uint64 amount, bytes calldata btcScript) external whenNotPaused returns (bytes32 id) {
         if (amount < minWithdrawalSats) revert BelowMinimumWithdrawal(amount, minWithdrawalSats);
         if (!BitcoinTx.isStandardScript(btcScript)) revert NonStandardScript();
         uint256 balance = wbtc.balanceOf(msg.sender);
         if (balance < amount) revert InsufficientBalance(msg.sender, balance, amount);
-        id = withdrawalCount++;
+        uint256 nonce = burnNonce[msg.sender]++;
+        id = withdrawalId(msg.sender, amount, btcScript, nonce);
+        withdrawalCount++;
         withdrawalHash[id] = keccak256(abi.encode(msg.sender, amount, btcScript));
-        emit WithdrawalRequested(id, msg.sender, amount, btcScript);
+        emit WithdrawalRequested(id, msg.sender, amount, btcScript, nonce);
         wbtc.burn(msg.sender, amount);
     }
 
-    /// @notice Record that withdrawal `id` was paid on Bitcoin by `btcTxid`; payout confirmer only, once per id.
-    function confirmPayout(uint256 id, bytes32 btcTxid) external {
+    /// @notice The id of `from`'s burn number `nonce` of `amount` to `btcScript` on this Bridge and chain.
+    /// @dev Content-bound, never a global counter: an EVM reorg that drops a burn cannot hand its id to another
+    /// burner's burn (the id commits to the burner, amount, script and the burner's own nonce), and the same
+    /// burn sent again after a reorg gets the same id, which Bitcoin shows paid at most once.
+    function withdrawalId(address from, uint64 amount, bytes calldata btcScript, uint256 nonce)
+        public
+        view
+        returns (bytes32)
+    {
+        return keccak256(abi.encode(block.chainid, address(this), from, amount, btcScript, nonce));
+    }
+
+    /// @notice Report that withdrawal `id` was paid on Bitcoin by `btcTxid`; payout confirmer only, once per id.
+    /// A hint for users and explorers: signers decide "paid" from Bitcoin alone.
+    function confirmPayout(bytes32 id, bytes32 btcTxid) external {
         if (msg.sender != payoutConfirmer) revert NotPayoutConfirmer(msg.sender);
-        if (id >= withdrawalCount) revert UnknownWithdrawal(id);
+        if (withdrawalHash[id] == bytes32(0)) revert UnknownWithdrawal(id);
         if (payoutTxid[id] != bytes32(0)) revert PayoutAlreadyConfirmed(id, payoutTxid[id]);
         if (btcTxid == bytes32(0)) revert ZeroTxid();
         payoutTxid[id] = btcTxid;

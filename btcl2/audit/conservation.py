@@ -180,28 +180,39 @@ class _EvmView:
 
     block: int
     minted: list[OutPoint]
-    burns: list[tuple[WithdrawalRef, int]]
+    burns: dict[WithdrawalRef, tuple[int, bytes]]
     exit_minted: int
-    confirmed: list[tuple[int, str]]
+    confirmed: list[tuple[bytes, str]]
 
 
 def _evm_view(evm: EvmClient, bridge: Contract) -> _EvmView:
+    """Every event of the Bridge from its deploy block (never block 0) to the current one."""
     block = evm.block_number()
-    events = evm.get_events(bridge, None, 0, block)
+    events = evm.get_events(bridge, None, int(evm.call(bridge, "deployBlock")), block)
     return _EvmView(
         block,
         [OutPoint(bytes(e.args["btcTxid"]), int(e.args["vout"])) for e in events if e.name == "Minted"],
-        [
-            (WithdrawalRef.evm(int(e.args["id"])), int(e.args["amount"]))
+        {
+            WithdrawalRef.evm(bytes(e.args["id"])): (int(e.args["amount"]), bytes(e.args["script"]))
             for e in events
             if e.name == "WithdrawalRequested"
-        ],
+        },
         sum(int(e.args["amount"]) for e in events if e.name == "ExitMinted"),
         [
-            (int(e.args["id"]), bytes(e.args["btcTxid"])[::-1].hex())
+            (bytes(e.args["id"]), bytes(e.args["btcTxid"])[::-1].hex())
             for e in events
             if e.name == "PayoutConfirmed"
         ],
+    )
+
+
+def _payout_outputs(payouts: list[tuple[Tx, tuple[WithdrawalRef, ...]]]) -> tuple[Any, ...]:
+    """(txid, ref, amount, script) of each payout output: output i pays ref i (docs/PROTOCOL.md)."""
+    return tuple(
+        (tx.txid_hex, ref, tx.vout[i].value, tx.vout[i].script_pubkey)
+        for tx, refs in payouts
+        for i, ref in enumerate(refs)
+        if i < len(tx.vout)
     )
 
 
@@ -227,13 +238,19 @@ def _once(
         or (d.kind == DepositKind.L2 and d.outpoint not in state.credited_deposits)
         or (d.kind == DepositKind.EVM and d.outpoint not in minted)
     )
-    l2_refs = {WithdrawalRef(WithdrawalKind.L2, bytes(wid)): r.amount for wid, r in state.withdrawals.items()}
+    l2_owed = {
+        WithdrawalRef(WithdrawalKind.L2, bytes(wid)): (r.amount, bytes(r.script))
+        for wid, r in state.withdrawals.items()
+    }
+    l2_refs = {ref: amount for ref, (amount, _) in l2_owed.items()}
     findings = Findings(
         l2_credits=tuple(scan.l2_credits),
         minted=tuple(ev.minted),
         payouts=tuple((tx.txid_hex, refs) for tx, refs in scan.payouts),
         confirmed=tuple(ev.confirmed),
-        requested=frozenset(l2_refs) | frozenset(ref for ref, _ in ev.burns),
+        requested=frozenset(l2_refs) | frozenset(ev.burns),
+        owed={**l2_owed, **ev.burns},
+        paid_outputs=_payout_outputs(scan.payouts),
     )
     discrepancies = judge(findings)
     if outcome.divergence is not None:  # withdrawals past the divergence are unknown, not unrequested
@@ -247,7 +264,7 @@ def _once(
         l2_balances=state.total_balances(),
         wbtc_supply=int(evm.call(wbtc, "totalSupply", block=ev.block)),
         pending_l2=sum(amount for ref, amount in l2_refs.items() if ref not in paid),
-        pending_evm=sum(amount for ref, amount in ev.burns if ref not in paid),
+        pending_evm=sum(amount for ref, (amount, _) in ev.burns.items() if ref not in paid),
         pending_exits=max(0, int(getattr(state, "exited", 0)) - ev.exit_minted),
         payout_fees=fees,
         uncredited=uncredited,

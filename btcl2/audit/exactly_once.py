@@ -5,8 +5,8 @@ Bridge's Minted and PayoutConfirmed events, and the federation payouts found on 
 """
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 from btcl2.bitcoin.tx import OutPoint
 from btcl2.federation.payout import WithdrawalRef
@@ -17,10 +17,10 @@ class Discrepancy:
     """One broken invariant, named so an operator can find it on the chains."""
 
     kind: str
-    """credited-twice, minted-twice, credited-on-two-chains, paid-twice, payout-mismatch,
-    paid-unknown, conservation, replay."""
+    """credited-twice, minted-twice, credited-on-two-chains, paid-twice, payout-mismatch, paid-unknown,
+    paid-wrong, confirmed-unpaid, conservation, replay."""
     subject: str
-    """The outpoint (txid:vout), the withdrawal ("l2:0x…", "evm:N"), or the equation."""
+    """The outpoint (txid:vout), the withdrawal ("l2:0x…", "evm:0x…"), or the equation."""
     detail: str
     """What was found, with the transactions involved."""
 
@@ -38,10 +38,14 @@ class Findings:
     """Deposit outpoints of the Bridge's Minted events, once per event."""
     payouts: tuple[tuple[str, tuple[WithdrawalRef, ...]], ...]
     """(txid hex, withdrawals it pays) of every federation payout on Bitcoin's best chain."""
-    confirmed: tuple[tuple[int, str], ...]
+    confirmed: tuple[tuple[bytes, str], ...]
     """(EVM withdrawal id, Bitcoin txid hex) of every PayoutConfirmed event."""
     requested: frozenset[WithdrawalRef]
     """Every withdrawal requested: L2 withdrawals replayed, Bridge burns."""
+    owed: Mapping[WithdrawalRef, tuple[int, bytes]] = field(default_factory=dict)
+    """(amount, script) each requested withdrawal is owed, where known."""
+    paid_outputs: tuple[tuple[str, WithdrawalRef, int, bytes], ...] = ()
+    """(payout txid hex, withdrawal, amount, script) of every payout output on Bitcoin's best chain."""
 
 
 def _twice(items: Iterable[OutPoint]) -> list[OutPoint]:
@@ -74,9 +78,38 @@ def judge(found: Findings) -> list[Discrepancy]:
     for ref, txids in sorted(paid_by.items(), key=lambda kv: kv[0].encode()):
         if len(txids) > 1:
             out.append(Discrepancy("paid-twice", ref.text, "paid by " + ", ".join(txids)))
+    out += _paid_outputs(found)
+    return out + _confirmed(found, paid_by)
+
+
+def _paid_outputs(found: Findings) -> list[Discrepancy]:
+    """Each payout output on its own: paid to no request (e.g. a burn an EVM reorg removed after its payout),
+    or paid otherwise than requested. Per withdrawal, so that no one's loss hides in a net sum."""
+    out = []
+    seen: set[WithdrawalRef] = set()
+    for txid, ref, amount, script in found.paid_outputs:
+        seen.add(ref)
+        paid = f"{amount} sats to script {script.hex()} by {txid}"
+        owed = found.owed.get(ref)
         if ref not in found.requested:
-            out.append(Discrepancy("paid-unknown", ref.text, f"paid by {txids[0]} but never requested"))
-    seen: dict[int, str] = {}
+            out.append(Discrepancy("paid-unknown", ref.text, f"paid {paid}, but no chain requests it"))
+        elif owed is not None and owed != (amount, script):
+            out.append(
+                Discrepancy("paid-wrong", ref.text, f"paid {paid}, owed {owed[0]} sats to {owed[1].hex()}")
+            )
+    for txid, refs in found.payouts:  # payouts whose outputs were not itemised
+        for ref in refs:
+            if ref not in seen and ref not in found.requested:
+                seen.add(ref)
+                out.append(Discrepancy("paid-unknown", ref.text, f"paid by {txid} but never requested"))
+    return out
+
+
+def _confirmed(found: Findings, paid_by: Mapping[WithdrawalRef, list[str]]) -> list[Discrepancy]:
+    """The Bridge's PayoutConfirmed records against Bitcoin."""
+    out = []
+    on_chain = {txid: refs for txid, refs in found.payouts}
+    seen: dict[bytes, str] = {}
     for evm_id, txid in found.confirmed:
         ref = WithdrawalRef.evm(evm_id)
         if evm_id in seen:
@@ -91,6 +124,17 @@ def judge(found: Findings) -> list[Discrepancy]:
                     "payout-mismatch",
                     ref.text,
                     f"Bridge records {txid}, Bitcoin paid {', '.join(on_bitcoin)}",
+                )
+            )
+        elif txid in on_chain and ref not in on_chain[txid]:
+            # The transaction the Bridge names is on Bitcoin and pays other withdrawals: the owner of this
+            # one is shown "paid" and received nothing.
+            out.append(
+                Discrepancy(
+                    "confirmed-unpaid",
+                    ref.text,
+                    f"Bridge records payout {txid}, which pays {', '.join(r.text for r in on_chain[txid])} "
+                    "and not this withdrawal: its owner is unpaid",
                 )
             )
     return out

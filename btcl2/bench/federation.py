@@ -50,7 +50,9 @@ TOKEN = "bench-token-0123456789"
 def _items(n: int, seed: int = 0) -> list[PayoutItem]:
     return [
         PayoutItem(
-            WithdrawalRef.evm(seed * 1000 + i), p2wpkh(hash160(b"bench %d %d" % (seed, i))), 20_000 + i
+            WithdrawalRef.evm((seed * 1000 + i).to_bytes(32, "big")),
+            p2wpkh(hash160(b"bench %d %d" % (seed, i))),
+            20_000 + i,
         )
         for i in range(n)
     ]
@@ -79,9 +81,6 @@ class _Views:
 
     def evm_withdrawals(self) -> dict[WithdrawalRef, PayoutItem]:
         return self._known
-
-    def evm_payout_txid(self, withdrawal_id: int) -> bytes:
-        return bytes(32)
 
     def l2(self) -> L2Snapshot:
         return L2Snapshot("", 0)

@@ -257,7 +257,12 @@ def evm_deploy(
     dep = deploy_bridge_stack(
         client, acct, BridgeConfig.for_params(params, REGTEST_GENESIS, roles[0], roles[1])
     )
-    data: dict[str, Any] = {**dep.addresses(), "chain_id": client.chain_id(), "deployer": acct.address}
+    data: dict[str, Any] = {
+        **dep.addresses(),
+        "chain_id": client.chain_id(),
+        "deployer": acct.address,
+        "deploy_block": dep.deploy_block,  # event scans start here (the Bridge's deployBlock())
+    }
     if out is not None:
         out.write_text(json.dumps(data, indent=2) + "\n")
     emit(as_json, data, [f"{name} {addr}" for name, addr in dep.addresses().items()])

@@ -110,6 +110,8 @@ class Deployment:
     """WrappedBTC."""
     bridge: Contract
     """Bridge."""
+    deploy_block: int = 0
+    """The EVM block the Bridge was deployed in (also its deployBlock()): event scans start there."""
 
     def addresses(self) -> dict[str, str]:
         """Name -> address, e.g. for a configuration file."""
@@ -161,4 +163,4 @@ def deploy_bridge_stack(
     )
     if bridge.address != bridge_address:
         raise Critical(f"Bridge deployed at {bridge.address}, expected {bridge_address}: the nonce moved")
-    return Deployment(light_client, wbtc, bridge)
+    return Deployment(light_client, wbtc, bridge, int(client.call(bridge, "deployBlock")))

@@ -255,7 +255,8 @@ def status(datadir: Path, as_json: bool) -> None:
 @_datadir_option
 @json_option
 def mine(blocks: int, datadir: Path, as_json: bool) -> None:
-    """Mine BLOCKS regtest blocks (to the devnet miner key): deposits confirm, anchors become final."""
+    """Mine BLOCKS regtest blocks (to the devnet miner key): deposits confirm, anchors become final; and as
+    many EVM blocks (anvil mines only on transactions), so burns reach their EVM finality depth."""
     from btcl2.bitcoin.address import REGTEST
     from btcl2.bitcoin.rpc import SyncBitcoinRPC
     from btcl2.devnet.stack import seed_key
@@ -266,6 +267,9 @@ def mine(blocks: int, datadir: Path, as_json: bool) -> None:
     miner = KeyFile(seed_key(b"btcl2 devnet miner"), REGTEST).btc_address
     hashes = rpc.call("generatetoaddress", blocks, miner)
     height = int(rpc.call("getblockcount"))
+    from btcl2.bridge.evm import EvmClient
+
+    EvmClient(doc.evm_rpc).rpc("anvil_mine", hex(blocks))
     emit(as_json, {"blocks": hashes, "height": height}, [f"mined {len(hashes)} block(s); height {height}"])
 
 

@@ -21,6 +21,7 @@ from btcl2.core.params import Params
 from btcl2.devnet.config import Contracts, DevnetFile, Ports
 from btcl2.devnet.processes import Child, CommandChild, http_answers, jsonrpc_answers
 from btcl2.errors import Critical, InvalidInput
+from btcl2.federation.config import DEVNET_EVM_FINALITY_DEPTH
 from btcl2.wallet.keyfile import KeyFile, write_keyfile
 
 DEPLOYER_KEY = ANVIL_DEV_KEYS[0]
@@ -125,6 +126,7 @@ def write_role_files(doc: DevnetFile, params: Params) -> None:
     common = (
         f'bitcoin_rpc = "{doc.bitcoin_rpc}"\nbitcoin_cookie = "{doc.bitcoin_cookie}"\n'
         f'evm_rpc = "{doc.evm_rpc}"\nbridge = "{doc.contracts.bridge}"\nfrom_height = {doc.from_height}\n'
+        f"evm_confirmations = {DEVNET_EVM_FINALITY_DEPTH}\n"
     )
     signer_tables = ""
     bls = attestation_secrets(params)
@@ -197,7 +199,7 @@ def role_children(doc: DevnetFile, params: Params) -> list[Child]:
             )
         )
     coordinator = _btcl2("coordinator", "run", "--config", str(d / "config" / "coordinator.toml"))
-    probe = _probe(doc.coordinator_url + "/withdrawal/evm:0")  # a 404 is an answer
+    probe = _probe(doc.coordinator_url + "/withdrawal/evm:0x" + "00" * 32)  # a 404 is an answer
     children.append(CommandChild("coordinator", coordinator, logs / "coordinator.log", probe, env))
     return children
 

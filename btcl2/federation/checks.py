@@ -51,10 +51,6 @@ class Views(Protocol):
         """Bridge burns with enough EVM confirmations."""
         ...
 
-    def evm_payout_txid(self, withdrawal_id: int) -> bytes:
-        """The Bridge's payoutTxid (zeros while unpaid)."""
-        ...
-
     def l2(self) -> L2Snapshot:
         """The signer's replay of Bitcoin."""
         ...
@@ -120,7 +116,9 @@ def check_withdrawals(p: ParsedPayout, views: Views, params: Params) -> None:
             evm = evm if evm is not None else views.evm_withdrawals()
             known = evm.get(ref)
             if known is None:
-                raise UnknownWithdrawal(f"no WithdrawalRequested {ref.evm_id} with enough EVM confirmations")
+                raise UnknownWithdrawal(
+                    f"no WithdrawalRequested {ref.text} at this signer's EVM finality depth"
+                )
         else:
             known = snap.final.get(ref)
             if known is None:
@@ -131,11 +129,11 @@ def check_withdrawals(p: ParsedPayout, views: Views, params: Params) -> None:
             )
         if item.amount != known.amount:
             raise WrongPayout(f"{ref.text} is owed {known.amount} sats, the payout pays {item.amount}")
+        # Paid is what Bitcoin shows (a payout tagged with the ref in this signer's own chain), never the
+        # Bridge's payoutTxid: that is the confirmer's hint, and believing it would let one key freeze any burn.
         paid_by = snap.paid.get(ref)
         if paid_by is not None and paid_by != txid_hex:
             raise AlreadyPaid(f"{ref.text} was paid by Bitcoin transaction {paid_by}")
-        if ref.kind == WithdrawalKind.EVM and any(views.evm_payout_txid(ref.evm_id)):
-            raise AlreadyPaid(f"{ref.text} is confirmed paid on the Bridge")
 
 
 def check_history(p: ParsedPayout, records: Records) -> None:

@@ -145,8 +145,8 @@ def coordinator_run(config_file: Path, log_format: str, metrics_port: int | None
         rpc.close()
 
 
-def _burn_evm(secret: bytes, amount: int, script: bytes, evm_rpc: str, bridge: str) -> int:
-    """Bridge.burn(amount, script) from the key's EVM account; returns the withdrawal id."""
+def _burn_evm(secret: bytes, amount: int, script: bytes, evm_rpc: str, bridge: str) -> bytes:
+    """Bridge.burn(amount, script) from the key's EVM account; returns the bytes32 withdrawal id."""
     from btcl2.bridge.artifacts import load_artifact
     from btcl2.bridge.evm import Contract, EvmClient, account, events_of
 
@@ -155,7 +155,7 @@ def _burn_evm(secret: bytes, amount: int, script: bytes, evm_rpc: str, bridge: s
     receipt = client.transact(contract, "burn", amount, script, sender=account(secret))
     for event in events_of(contract, receipt):
         if event.name == "WithdrawalRequested":
-            return int(event.args["id"])
+            return bytes(event.args["id"])
     fail("the burn was mined but emitted no WithdrawalRequested event")
 
 
@@ -386,6 +386,8 @@ def status(
     lines = [f"{ref.text}: {text}"]
     if found.get("txid"):
         lines.append(f"bitcoin txid: {found['txid']}")
+    if found.get("reconcile"):
+        lines.append(f"RECONCILE: paid on Bitcoin, but {found['reconcile']}")
     emit(as_json, found, lines)
 
 

@@ -14,6 +14,12 @@ from typing import Any, TypeVar
 from btcl2.core.params import InvalidParams, Params, params_from_table
 from btcl2.errors import InvalidInput
 
+EVM_FINALITY_DEPTH = 64
+"""Default EVM blocks a burn needs (its own included) before a payout is built or signed: two epochs of
+Ethereum mainnet, where a block that deep is finalized. Chains with other finality set `evm_confirmations`."""
+DEVNET_EVM_FINALITY_DEPTH = 5
+"""The devnet's (and functional tests') depth: deeper than the reorgs the tests inject (3), quick on anvil."""
+
 
 class ConfigError(InvalidInput):
     """Raised when a configuration has an unknown key, a missing one, or a value of the wrong type."""
@@ -35,8 +41,8 @@ class SignerConfig:
     """The signer's OWN EVM node (None: EVM withdrawals are refused)."""
     bridge: str | None = None
     """The Bridge contract address; only its events are believed."""
-    evm_confirmations: int = 2
-    """EVM blocks a burn needs (its own included)."""
+    evm_confirmations: int = EVM_FINALITY_DEPTH
+    """EVM finality depth: blocks a burn needs (its own included) before this signer signs its payout."""
     from_height: int = 0
     """The L2's start height for the signer's replay."""
     host: str = "127.0.0.1"
@@ -83,8 +89,9 @@ class CoordinatorConfig:
     """Bridge address."""
     confirmer_key: str | None = None
     """Hex secret of the Bridge's payoutConfirmer account (None: confirmPayout is skipped)."""
-    evm_confirmations: int = 2
-    """EVM blocks a burn needs before it is proposed."""
+    evm_confirmations: int = EVM_FINALITY_DEPTH
+    """EVM finality depth: blocks a burn needs (its own included) before it is proposed; at least the
+    signers' depth, or they refuse the payout."""
     from_height: int = 0
     """The L2's start height for the coordinator's replay."""
     fee_rate: int = 2
@@ -177,6 +184,8 @@ def load(cls: type[_C], file: Path | None, flags: dict[str, Any]) -> _C:
     if missing:
         raise ConfigError(f"missing required key(s): {', '.join(missing)}")
     config = cls(**values)
+    if int(getattr(config, "evm_confirmations", 1)) < 1:
+        raise ConfigError("evm_confirmations must be at least 1")
     token = getattr(config, "token", None)
     if token is not None and len(token) < 16:
         raise ConfigError("token must be at least 16 characters")

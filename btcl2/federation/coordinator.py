@@ -84,7 +84,8 @@ class Coordinator:
     # --- discovery ---------------------------------------------------------------------------------
 
     def pending(self) -> list[PayoutItem]:
-        """Withdrawals final on their chain and not paid (journal, Bitcoin, Bridge), in payout order."""
+        """Withdrawals final on their chain (burns at the EVM finality depth) and not paid (journal,
+        Bitcoin), in payout order. The Bridge's payoutTxid is not consulted: Bitcoin says what is paid."""
         snap = self.l2.snapshot()
         known: dict[WithdrawalRef, PayoutItem] = dict(snap.final)
         if self.evm is not None:
@@ -92,12 +93,6 @@ class Coordinator:
         out = []
         for ref, item in known.items():
             if self.store.paid(ref) is not None or ref in snap.paid:
-                continue
-            if (
-                ref.kind == WithdrawalKind.EVM
-                and self.evm is not None
-                and any(self.evm.payout_txid(ref.evm_id))
-            ):
                 continue
             out.append(item)
         out.sort(key=lambda i: i.ref.encode())
@@ -242,12 +237,22 @@ class Coordinator:
     # --- EVM and completion --------------------------------------------------------------------------
 
     def confirm_evm(self, entry: PayoutJournal) -> None:
-        """confirmPayout for each EVM withdrawal (checked on the Bridge first), then DONE."""
+        """confirmPayout for each EVM withdrawal (checked on the Bridge first), then DONE.
+
+        A burn that is no longer in the Bridge's finalized view (an EVM reorg deeper than the finality depth
+        took it), or that confirmPayout calls unknown, or whose payout the Bridge records otherwise, was
+        still paid on Bitcoin: it is journaled in `reconcile`, logged and shown in the status, never a halt.
+        """
         assert entry.confirmed_txid is not None
         txid = bytes.fromhex(entry.confirmed_txid)[::-1]
+        final: dict[WithdrawalRef, PayoutItem] | None = None
         for item in entry.items:
             ref = item.ref
-            if ref.kind != WithdrawalKind.EVM or ref.evm_id in entry.evm_confirmed:
+            if (
+                ref.kind != WithdrawalKind.EVM
+                or ref.id.hex() in entry.evm_confirmed
+                or ref.text in entry.reconcile
+            ):
                 continue
             if self.evm is None or self.config.confirmer_key is None:
                 log.warning(
@@ -256,21 +261,16 @@ class Coordinator:
                     ref.text,
                 )
                 continue
-            if not any(self.evm.payout_txid(ref.evm_id)):
-                try:
-                    sender = account(self.config.confirmer_key)
-                    self.evm.client.transact(
-                        self.evm.bridge, "confirmPayout", ref.evm_id, txid, sender=sender
-                    )
-                except ContractRevert as exc:
-                    if exc.name != "PayoutAlreadyConfirmed":
-                        raise Critical(f"confirmPayout({ref.evm_id}) reverted: {exc}") from exc
-            recorded = self.evm.payout_txid(ref.evm_id)
-            if recorded != txid:
-                raise Critical(
-                    f"Bridge records payout {recorded[::-1].hex()} for {ref.text}, we paid {entry.confirmed_txid}"
-                )
-            entry.evm_confirmed.append(ref.evm_id)
+            final = final if final is not None else self.evm.withdrawals()
+            problem = self._confirm_one(item, final.get(ref), txid)
+            if problem is None:
+                entry.evm_confirmed.append(ref.id.hex())
+            else:
+                entry.reconcile[ref.text] = problem
+                log.error(
+                    "payout %d: RECONCILE %s (paid on Bitcoin by %s): %s",
+                    entry.number, ref.text, entry.confirmed_txid, problem,
+                )  # fmt: skip
             self.store.save(entry)
             failpoint("coordinator.evm_confirmed")
         entry.state = DONE
@@ -279,6 +279,28 @@ class Coordinator:
             "payout %d done: %d withdrawals paid by %s", entry.number, len(entry.items), entry.confirmed_txid
         )
         failpoint("coordinator.done")
+
+    def _confirm_one(self, item: PayoutItem, final: PayoutItem | None, txid: bytes) -> str | None:
+        """confirmPayout of one burn; None when the Bridge records `txid`, else why it must be reconciled."""
+        assert self.evm is not None and self.config.confirmer_key is not None
+        ref = item.ref
+        if final is None:
+            return "the burn is not in the Bridge's finalized view (reorged out of the EVM chain?)"
+        if final != item:
+            return f"the finalized burn now names {final.amount} sats to {final.script.hex()}"
+        if not any(self.evm.payout_txid(ref.id)):
+            try:
+                sender = account(self.config.confirmer_key)
+                self.evm.client.transact(self.evm.bridge, "confirmPayout", ref.id, txid, sender=sender)
+            except ContractRevert as exc:
+                if exc.name == "UnknownWithdrawal":
+                    return "confirmPayout reverted UnknownWithdrawal: the Bridge has no such burn"
+                if exc.name != "PayoutAlreadyConfirmed":
+                    raise Critical(f"confirmPayout({ref.text}) reverted: {exc}") from exc
+        recorded = self.evm.payout_txid(ref.id)
+        if recorded != txid:
+            return f"the Bridge records payout {recorded[::-1].hex()}"
+        return None
 
     def step(self) -> bool:
         """Advance the payout in flight (or start one); True when something changed."""
@@ -333,6 +355,7 @@ class Coordinator:
             "paid": entry.state == DONE,
             "fee": variant.fee,
             "confirmedHeight": entry.confirmed_height,
+            "reconcile": entry.reconcile.get(ref.text),
         }
 
     async def _status_handler(self, request: web.Request) -> web.Response:

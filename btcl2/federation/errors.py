@@ -28,7 +28,7 @@ class WrongPayout(PayoutRefused):
 
 
 class AlreadyPaid(PayoutRefused):
-    """Raised when a withdrawal was paid before (signer's record, Bitcoin, or the Bridge's payoutTxid)."""
+    """Raised when a withdrawal was paid before: a payout tagged with it is in the signer's Bitcoin chain."""
 
 
 class ConflictingPayout(PayoutRefused):

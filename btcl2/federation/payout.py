@@ -49,7 +49,7 @@ class WithdrawalKind(IntEnum):
     L2 = 1
     """An L2 Withdrawal transaction; id = its tx hash."""
     EVM = 2
-    """A Bridge burn; id = the uint256 withdrawal id, 32 bytes big-endian."""
+    """A Bridge burn; id = the Bridge's content-bound bytes32 withdrawal id (Bridge.withdrawalId)."""
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -59,7 +59,7 @@ class WithdrawalRef:
     kind: WithdrawalKind
     """L2 or EVM."""
     id: bytes
-    """32 bytes: L2 tx hash, or the EVM withdrawal id big-endian."""
+    """32 bytes: L2 tx hash, or the Bridge's bytes32 withdrawal id."""
 
     def __post_init__(self) -> None:
         if len(self.id) != 32:
@@ -78,33 +78,28 @@ class WithdrawalRef:
         return cls(WithdrawalKind(kind), r.read(32))
 
     @classmethod
-    def evm(cls, withdrawal_id: int) -> Self:
-        """The ref of Bridge withdrawal `withdrawal_id`."""
-        return cls(WithdrawalKind.EVM, withdrawal_id.to_bytes(32, "big"))
-
-    @property
-    def evm_id(self) -> int:
-        """The Bridge's uint256 id (EVM refs)."""
-        return int.from_bytes(self.id, "big")
+    def evm(cls, withdrawal_id: bytes) -> Self:
+        """The ref of the Bridge withdrawal whose bytes32 id is `withdrawal_id`."""
+        return cls(WithdrawalKind.EVM, bytes(withdrawal_id))
 
     @property
     def text(self) -> str:
-        """ "l2:0x<hash>" or "evm:<id>", as the CLI shows and parses it."""
-        return f"l2:0x{self.id.hex()}" if self.kind == WithdrawalKind.L2 else f"evm:{self.evm_id}"
+        """ "l2:0x<hash>" or "evm:0x<id>", as the CLI shows and parses it."""
+        return f"{'l2' if self.kind == WithdrawalKind.L2 else 'evm'}:0x{self.id.hex()}"
 
     @classmethod
     def parse(cls, text: str) -> Self:
-        """The inverse of `text`; a bare 0x hash is an L2 withdrawal, a bare number an EVM one."""
+        """The inverse of `text`; a bare 0x hash is an L2 withdrawal. EVM ids are 32-byte hashes: the
+        counters of earlier Bridges ("evm:7") are refused, a reorg could hand them to another burn."""
         kind, _, body = text.strip().rpartition(":")
         body = body.strip()
         try:
-            if kind in ("l2", "") and body[:2] in ("0x", "0X") and len(body) == 66:
-                return cls(WithdrawalKind.L2, from_hex(body[2:]))
-            if kind in ("evm", "") and body.isdigit() and int(body) < 2**256:
-                return cls.evm(int(body))
+            if kind in ("l2", "evm", "") and body[:2] in ("0x", "0X") and len(body) == 66:
+                raw = from_hex(body[2:])
+                return cls(WithdrawalKind.EVM if kind == "evm" else WithdrawalKind.L2, raw)
         except ValueError:
             pass
-        raise InvalidInput(f"invalid withdrawal id {text!r}: expected l2:0x<64 hex> or evm:<number>")
+        raise InvalidInput(f"invalid withdrawal id {text!r}: expected l2:0x<64 hex> or evm:0x<64 hex>")
 
 
 @dataclass(frozen=True, slots=True)

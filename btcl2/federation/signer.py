@@ -63,11 +63,6 @@ class NodeViews:
             raise UnknownWithdrawal("this signer has no EVM node configured: EVM withdrawals are refused")
         return self._evm.withdrawals()
 
-    def evm_payout_txid(self, withdrawal_id: int) -> bytes:
-        if self._evm is None:
-            raise UnknownWithdrawal("this signer has no EVM node configured")
-        return self._evm.payout_txid(withdrawal_id)
-
     def l2(self) -> L2Snapshot:
         return self._l2.snapshot()
 

@@ -141,8 +141,11 @@ class PayoutJournal:
     """The variant that confirmed (display order)."""
     confirmed_height: int | None = None
     """Its block height."""
-    evm_confirmed: list[int] = field(default_factory=list)
-    """EVM withdrawal ids whose confirmPayout is done."""
+    evm_confirmed: list[str] = field(default_factory=list)
+    """EVM withdrawal ids (hex) whose confirmPayout is done."""
+    reconcile: dict[str, str] = field(default_factory=dict)
+    """Ref text -> why it could not be confirmed on the Bridge although Bitcoin paid it (e.g. the burn
+    vanished in an EVM reorg): an operator must reconcile it."""
     requested_at: float = 0.0
     """When the payout was proposed (epoch seconds)."""
     broadcast_at: float | None = None
@@ -164,6 +167,7 @@ class PayoutJournal:
             "confirmed_txid": self.confirmed_txid,
             "confirmed_height": self.confirmed_height,
             "evm_confirmed": self.evm_confirmed,
+            "reconcile": self.reconcile,
             "requested_at": self.requested_at,
             "broadcast_at": self.broadcast_at,
         }
@@ -183,7 +187,8 @@ class PayoutJournal:
             broadcast_height=d.get("broadcast_height"),
             confirmed_txid=d.get("confirmed_txid"),
             confirmed_height=d.get("confirmed_height"),
-            evm_confirmed=[int(x) for x in d.get("evm_confirmed", [])],
+            evm_confirmed=[str(x) for x in d.get("evm_confirmed", [])],
+            reconcile={str(k): str(v) for k, v in d.get("reconcile", {}).items()},
             requested_at=float(d.get("requested_at", 0.0)),
             broadcast_at=d.get("broadcast_at"),
         )

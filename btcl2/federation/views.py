@@ -73,26 +73,41 @@ class BitcoinView:
 
 
 class EvmView:
-    """The member's own EVM node: WithdrawalRequested events of the configured Bridge, and payoutTxid."""
+    """The member's own EVM node: WithdrawalRequested events of the configured Bridge at the EVM finality
+    depth, and payoutTxid (the confirmer's hint, never proof of payment)."""
 
     def __init__(self, client: EvmClient, bridge_address: str, confirmations: int) -> None:
         self.client = client
         self.bridge = Contract(bridge_address, load_artifact("Bridge"))
-        self._confirmations = confirmations
+        self._confirmations = max(1, confirmations)
+        self._deploy_block: int | None = None
+
+    @property
+    def confirmations(self) -> int:
+        """EVM blocks a burn needs, its own included (the finality depth)."""
+        return self._confirmations
+
+    def deploy_block(self) -> int:
+        """The Bridge's deployBlock(): event scans start there, not at block 0 (read once)."""
+        if self._deploy_block is None:
+            self._deploy_block = int(self.client.call(self.bridge, "deployBlock"))
+        return self._deploy_block
 
     def withdrawals(self) -> dict[WithdrawalRef, PayoutItem]:
-        """Every burn with at least the configured EVM confirmations, by ref (events of the Bridge's address only)."""
+        """Every burn at least `confirmations` deep, by ref (events of the Bridge's address only): a burn
+        above that depth may still be reorged out, and is not believed yet."""
         last = self.client.block_number() - self._confirmations + 1
-        if last < 0:
+        first = self.deploy_block()
+        if last < first:
             return {}
         out: dict[WithdrawalRef, PayoutItem] = {}
-        for event in self.client.get_events(self.bridge, "WithdrawalRequested", 0, last):
-            ref = WithdrawalRef.evm(int(event.args["id"]))
+        for event in self.client.get_events(self.bridge, "WithdrawalRequested", first, last):
+            ref = WithdrawalRef.evm(bytes(event.args["id"]))
             out[ref] = PayoutItem(ref, bytes(event.args["script"]), int(event.args["amount"]))
         return out
 
-    def payout_txid(self, withdrawal_id: int) -> bytes:
-        """The Bridge's payoutTxid(id): 32 zero bytes while unconfirmed."""
+    def payout_txid(self, withdrawal_id: bytes) -> bytes:
+        """The Bridge's payoutTxid(id): 32 zero bytes while unreported. A hint: Bitcoin says what is paid."""
         value: Any = self.client.call(self.bridge, "payoutTxid", withdrawal_id)
         return bytes(value)
 

@@ -141,9 +141,11 @@ class Requests:
     deposits: dict[str, str] = field(default_factory=dict)
     """outpoint -> "l2" or "evm"."""
     withdrawals: list[str] = field(default_factory=list)
-    """Withdrawal refs ("l2:0x…", "evm:N")."""
+    """Withdrawal refs ("l2:0x…", "evm:0x…")."""
     transfers: dict[str, bool] = field(default_factory=dict)
     """L2 tx hash -> whether it was ever reported sealed."""
+    burns: dict[str, list[str]] = field(default_factory=dict)
+    """EVM withdrawal ref -> the `withdraw` arguments that made it, sent again if a reorg drops the burn."""
     raw: dict[str, str] = field(default_factory=dict)
     """Deposit txid -> raw transaction, sent again while unconfirmed (a wallet's rebroadcast)."""
 
@@ -280,9 +282,12 @@ class Soak:
         chain = kind.split("_")[1]
         if (self._l2_balance(user) if chain == "l2" else self._wbtc(user)) < amount + 1000:
             return ""
-        sent = cli.run("withdraw", "--from", chain, "--key", user.file, "--amount", str(amount), "--sats",
-                       "--btc-address", user.btc)  # fmt: skip
+        argv = ["withdraw", "--from", chain, "--key", user.file, "--amount", str(amount), "--sats",
+                "--btc-address", user.btc]  # fmt: skip
+        sent = cli.run(*argv)
         self.req.withdrawals.append(str(sent["id"]))
+        if chain == "evm":
+            self.req.burns[str(sent["id"])] = argv
         return f"withdraw {amount} sats from {chain} ({sent['id'][:14]})"
 
     # --- faults --------------------------------------------------------------------------------------
@@ -347,6 +352,26 @@ class Soak:
                     continue
             with contextlib.suppress(Exception):  # already in the mempool or in a block: nothing to do
                 rpc.call("sendrawtransaction", raw)
+        with contextlib.suppress(Exception):
+            self._reburn()
+
+    def _reburn(self) -> None:
+        """Burn again what an EVM reorg dropped, as a wallet does: the same burn from the same nonce gets
+        the same content-bound id (docs/PROTOCOL.md, "EVM burns"); if the nonce moved, the new id replaces it."""
+        from btcl2.bridge.artifacts import load_artifact
+        from btcl2.bridge.evm import Contract
+
+        assert self.stack.doc.contracts is not None
+        evm = EvmClient(self.stack.doc.evm_rpc)
+        bridge = Contract(self.stack.doc.contracts.bridge, load_artifact("Bridge"))
+        for ref, argv in list(self.req.burns.items()):
+            if any(evm.call(bridge, "withdrawalHash", bytes.fromhex(ref.removeprefix("evm:0x")))):
+                continue
+            new = str(self.cli.run(*argv)["id"])
+            if new != ref:
+                del self.req.burns[ref]
+                self.req.burns[new] = argv
+                self.req.withdrawals[self.req.withdrawals.index(ref)] = new
 
     def mine(self, blocks: int) -> None:
         with contextlib.suppress(Exception):

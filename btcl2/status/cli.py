@@ -94,7 +94,7 @@ def status(
     """Where ID is on Bitcoin, the L2 and the EVM, with times, confirmations and transaction ids.
 
     ID is a deposit TXID[:VOUT], an L2 transaction hash 0x..., a batch number, or a withdrawal
-    l2:0x... / evm:N.
+    l2:0x... / evm:0x....
     """
     src = sources(sequencer, bitcoin_rpc, bitcoin_cookie, coordinator_url)
 

@@ -31,16 +31,18 @@ class Query:
     number: int | None = None
     """Batch number."""
     ref: str | None = None
-    """Withdrawal reference text (l2:0x… or evm:N)."""
+    """Withdrawal reference text (l2:0x… or evm:0x…)."""
 
 
 def parse_query(text: str) -> Query:
     """Read a status identifier: `<txid>[:<vout>]` (deposit), `0x<64 hex>` (L2 transaction or withdrawal),
-    `<number>` or `batch:<number>` (batch), `l2:0x<64 hex>` or `evm:<number>` (withdrawal)."""
+    `<number>` or `batch:<number>` (batch), `l2:0x<64 hex>` or `evm:0x<64 hex>` (withdrawal)."""
     t = text.strip()
     head, sep, tail = t.partition(":")
-    if sep and head in ("l2", "evm"):
+    if sep and head == "l2":
         return Query("withdrawal", ref=t)
+    if sep and head == "evm" and tail[:2].lower() == "0x" and len(tail) == 66 and _is_hex(tail[2:]):
+        return Query("withdrawal", ref=t)  # burn ids are hashes: a number is an old counter, refused
     if sep and head == "batch" and tail.isdigit():
         return Query("batch", number=int(tail))
     if t.isdigit() and len(t) < 20:
@@ -50,7 +52,7 @@ def parse_query(text: str) -> Query:
     if len(head) == 64 and _is_hex(head) and (not sep or (tail.isdigit() and int(tail) < 2**32)):
         return Query("deposit", txid=head.lower(), vout=int(tail) if sep else None)
     raise BadIdentifier(
-        f"cannot read {text!r}: expected <txid>[:<vout>], 0x<L2 tx hash>, <batch number>, l2:0x<hash> or evm:<id>"
+        f"cannot read {text!r}: expected <txid>[:<vout>], 0x<L2 tx hash>, <batch number>, l2:0x<hash> or evm:0x<id>"
     )
 
 
@@ -275,6 +277,8 @@ def payout_stage(payout: dict[str, Any] | None) -> Stage:
     detail = payout.get("status")
     if detail == "signed":
         detail = f"signed {payout.get('signatures')}/{payout.get('m')}"
+    if payout.get("reconcile"):
+        detail = f"{detail}; reconcile: {payout['reconcile']}"
     return Stage(BITCOIN, "paid", paid, payout.get("blocktime"), payout.get("txid"), None, detail)
 
 

@@ -6,7 +6,7 @@ pragma solidity ^0.8.24;
 /// trust only the deployed Bridge's address.
 contract FakeBridge {
     event Minted(bytes32 indexed btcTxid, uint32 vout, address indexed recipient, uint64 amount, bytes32 indexed blockHash);
-    event WithdrawalRequested(uint256 indexed id, address indexed from, uint64 amount, bytes script);
+    event WithdrawalRequested(bytes32 indexed id, address indexed from, uint64 amount, bytes script, uint256 nonce);
 
     /// @notice Emit a Minted event that mints nothing.
     function fakeMint(bytes32 btcTxid, uint32 vout, address recipient, uint64 amount, bytes32 blockHash) external {
@@ -14,7 +14,7 @@ contract FakeBridge {
     }
 
     /// @notice Emit a WithdrawalRequested event that burns nothing.
-    function fakeWithdrawal(uint256 id, uint64 amount, bytes calldata script) external {
-        emit WithdrawalRequested(id, msg.sender, amount, script);
+    function fakeWithdrawal(bytes32 id, uint64 amount, bytes calldata script) external {
+        emit WithdrawalRequested(id, msg.sender, amount, script, 0);
     }
 }

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from eth_abi.abi import encode as abi_encode
 from eth_account.signers.local import LocalAccount
+from eth_utils.crypto import keccak
 from framework.node import RegtestNode
 from framework.util import CoinPool, btc, build_block_on, mine, new_key, with_extra_outputs
 
@@ -372,31 +374,80 @@ def test_burn_and_payout(evm: EvmClient, node: RegtestNode, pool: CoinPool, stac
     receipt = burn(stack.bridge, "burn", 30_000, MINER.p2pkh_script, sender=USER)
     (ev,) = events_of(stack.bridge, receipt)
     assert ev.name == "WithdrawalRequested"
-    assert ev.args == {"id": 0, "from": USER.address, "amount": 30_000, "script": MINER.p2pkh_script}
+    wid = burn_id(evm, stack, USER.address, 30_000, MINER.p2pkh_script, 0)
+    assert ev.args == {
+        "id": wid,
+        "from": USER.address,
+        "amount": 30_000,
+        "script": MINER.p2pkh_script,
+        "nonce": 0,
+    }
+    assert evm.call(stack.bridge, "withdrawalId", USER.address, 30_000, MINER.p2pkh_script, 0) == wid
+    assert evm.call(stack.bridge, "burnNonce", USER.address) == 1
     assert wbtc_balance(evm, stack, USER.address) == 50_000
     assert evm.call(stack.wbtc, "totalSupply") == 50_000
     btc_txid = sha256d(b"payout")
     assert_reverts(
-        "NotPayoutConfirmer", evm.transact, stack.bridge, "confirmPayout", 0, btc_txid, sender=USER
+        "NotPayoutConfirmer", evm.transact, stack.bridge, "confirmPayout", wid, btc_txid, sender=USER
     )
-    assert_reverts(
-        "UnknownWithdrawal", evm.transact, stack.bridge, "confirmPayout", 1, btc_txid, sender=CONFIRMER
-    )
-    receipt = evm.transact(stack.bridge, "confirmPayout", 0, btc_txid, sender=CONFIRMER)
+    for unknown in (bytes(32), (1).to_bytes(32, "big"), sha256d(b"no such burn")):  # counters are no ids
+        assert_reverts(
+            "UnknownWithdrawal",
+            evm.transact,
+            stack.bridge,
+            "confirmPayout",
+            unknown,
+            btc_txid,
+            sender=CONFIRMER,
+        )
+    assert_reverts("ZeroTxid", evm.transact, stack.bridge, "confirmPayout", wid, bytes(32), sender=CONFIRMER)
+    receipt = evm.transact(stack.bridge, "confirmPayout", wid, btc_txid, sender=CONFIRMER)
     (paid,) = events_of(stack.bridge, receipt)
-    assert (paid.name, paid.args) == ("PayoutConfirmed", {"id": 0, "btcTxid": btc_txid})
+    assert (paid.name, paid.args) == ("PayoutConfirmed", {"id": wid, "btcTxid": btc_txid})
     assert_reverts(
-        "PayoutAlreadyConfirmed", evm.transact, stack.bridge, "confirmPayout", 0, btc_txid, sender=CONFIRMER
+        "PayoutAlreadyConfirmed", evm.transact, stack.bridge, "confirmPayout", wid, btc_txid, sender=CONFIRMER
     )
+    # The same burn again gets a new id (the burner's nonce moved); another burner's equal burn another one.
+    (again,) = events_of(stack.bridge, burn(stack.bridge, "burn", 30_000, MINER.p2pkh_script, sender=USER))
+    assert again.args["nonce"] == 1 and again.args["id"] not in (wid, 0, 1)
+    assert again.args["id"] == burn_id(evm, stack, USER.address, 30_000, MINER.p2pkh_script, 1)
+    assert burn_id(evm, stack, STRANGER.address, 30_000, MINER.p2pkh_script, 0) != wid
     # Only the Bridge mints or burns WBTC.
     assert_reverts("NotBridge", evm.transact, stack.wbtc, "mint", USER.address, 1, sender=OWNER)
+
+
+def burn_id(evm: EvmClient, dep: Deployment, burner: str, amount: int, script: bytes, nonce: int) -> bytes:
+    """The id docs/PROTOCOL.md specifies: keccak256(abi.encode(chainid, bridge, burner, amount, script, nonce))."""
+    chain_id = int(evm.rpc("eth_chainId"), 16)
+    types = ["uint256", "address", "address", "uint64", "bytes", "uint256"]
+    return keccak(abi_encode(types, [chain_id, dep.bridge.address, burner, amount, script, nonce]))
+
+
+def test_burn_ids_survive_a_reorg(
+    evm: EvmClient, node: RegtestNode, pool: CoinPool, stack: Deployment
+) -> None:
+    """An EVM reorg drops USER's burn; STRANGER's burn mined instead never gets USER's id, and USER's burn
+    sent again gets exactly its old id (so the one payout Bitcoin shows for it covers it)."""
+    proof = _confirmed_deposit(evm, node, pool, stack, 60_000)
+    evm.transact(stack.bridge, "mintWithProof", *proof.args(), sender=USER)
+    evm.transact(stack.wbtc, "transfer", STRANGER.address, 20_000, sender=USER)
+    evm.rpc("evm_mine")
+    script = MINER.p2wpkh_script
+    (first,) = events_of(stack.bridge, evm.transact(stack.bridge, "burn", 20_000, script, sender=USER))
+    evm.rpc("anvil_reorg", 1, [])
+    assert evm.call(stack.bridge, "withdrawalHash", first.args["id"]) == bytes(32)
+    (other,) = events_of(stack.bridge, evm.transact(stack.bridge, "burn", 20_000, script, sender=STRANGER))
+    assert other.args["id"] != first.args["id"]
+    (resent,) = events_of(stack.bridge, evm.transact(stack.bridge, "burn", 20_000, script, sender=USER))
+    assert resent.args["id"] == first.args["id"]
+    assert evm.call(stack.bridge, "deployBlock") == stack.deploy_block > 0
 
 
 def test_imitator_events_ignored(evm: EvmClient, stack: Deployment) -> None:
     fake = evm.deploy(load_artifact("FakeBridge"), [], STRANGER)
     start = evm.block_number()
     r1 = evm.transact(fake, "fakeMint", b"\x01" * 32, 0, USER.address, 10**8, b"\x02" * 32, sender=STRANGER)
-    r2 = evm.transact(fake, "fakeWithdrawal", 0, 10**8, p2wpkh(b"\x03" * 20), sender=STRANGER)
+    r2 = evm.transact(fake, "fakeWithdrawal", bytes(32), 10**8, p2wpkh(b"\x03" * 20), sender=STRANGER)
     # Same event signatures, so decoding with the Bridge's ABI would succeed: only the address tells them apart.
     assert [e.name for e in events_of(fake, r1) + events_of(fake, r2)] == ["Minted", "WithdrawalRequested"]
     assert events_of(stack.bridge, r1) == [] and events_of(stack.bridge, r2) == []

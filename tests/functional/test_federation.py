@@ -33,7 +33,7 @@ from btcl2.bitcoin.sign import PrevoutInfo, sign_transaction
 from btcl2.bitcoin.tx import OutPoint, Tx, TxIn, TxOut
 from btcl2.bridge.anvil import ANVIL_DEV_KEYS, Anvil
 from btcl2.bridge.deploy import REGTEST_GENESIS, BridgeConfig, Deployment, deploy_bridge_stack
-from btcl2.bridge.evm import EvmClient, account
+from btcl2.bridge.evm import EvmClient, account, events_of
 from btcl2.bridge.spv import mint_proof
 from btcl2.core.anchor import build_anchor_transactions, encode_anchor_outputs
 from btcl2.core.deposits import DepositKind, deposit_tag_script
@@ -45,6 +45,7 @@ from btcl2.core.types import Hash32, Sats, Withdrawal
 from btcl2.derive.l1 import RpcBlockSource
 from btcl2.derive.pipeline import DepositIndex
 from btcl2.failpoints import FAILPOINT_EXIT_CODE
+from btcl2.federation.config import DEVNET_EVM_FINALITY_DEPTH
 from btcl2.federation.payout import (
     PayoutItem,
     WithdrawalKind,
@@ -65,7 +66,9 @@ POSTER = PrivateKey(hashlib.sha256(b"btcl2 devnet poster").digest())
 POSTER_SPK = p2wpkh(hash160(POSTER.pubkey()))
 ALICE_KEY = hashlib.sha256(b"federation alice").digest()
 ALICE = address_from_private_key(ALICE_KEY)
-OWNER, CONFIRMER, USER = (account(ANVIL_DEV_KEYS[i]) for i in (0, 2, 3))
+OWNER, CONFIRMER, USER, ERIN = (account(ANVIL_DEV_KEYS[i]) for i in (0, 2, 3, 4))
+EVM_DEPTH = DEVNET_EVM_FINALITY_DEPTH
+"""The signers' and coordinator's EVM finality depth for burns."""
 MINER = new_key()
 L2_DEST = new_key()
 L2_AMOUNT = 100_000
@@ -88,6 +91,8 @@ class Stack:
     coordinator: subprocess.Popen[bytes] | None = None
     status_url: str = ""
     burns: list[WithdrawalRef] = field(default_factory=list)
+    vanished: list[WithdrawalRef] = field(default_factory=list)
+    """Burns paid on Bitcoin, then removed by an EVM reorg deeper than the finality depth."""
 
     def btcl2(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -184,6 +189,7 @@ def _write_signer(
         f'bridge = "{bridge}"',
         f'token = "signer-token-{i}-0123456789"',
         f"from_height = {from_height}",
+        f"evm_confirmations = {EVM_DEPTH}",
         f"port = {port}",
     ]
     if i == 3:  # another fee account: this signer's replay of the anchored batches cannot match
@@ -290,7 +296,8 @@ def _start_coordinator(st: Stack, failpoint: str | None = None) -> subprocess.Po
     text = (
         f'datadir = "{st.tmp / "coordinator"}"\nbitcoin_rpc = "{st.node.url}"\nbitcoin_cookie = "{st.node.cookie_file}"\n'
         f'evm_rpc = "{st.evm.url}"\nbridge = "{st.dep.bridge.address}"\nconfirmer_key = "{ANVIL_DEV_KEYS[2]}"\n'
-        f"from_height = {st.from_height}\nport = {port}\npoll_interval = 0.2\n{signers}"
+        f"from_height = {st.from_height}\nevm_confirmations = {EVM_DEPTH}\nport = {port}\npoll_interval = 0.2\n"
+        f"{signers}"
     )
     cfg = st.tmp / "coordinator.toml"
     cfg.write_text(text)
@@ -326,12 +333,24 @@ def _paid(st: Stack, ref: WithdrawalRef) -> bool:
     return found is not None and bool(found.get("paid"))
 
 
+def _burn_ref(st: Stack, amount: int, script: bytes, sender: Any = USER) -> tuple[WithdrawalRef, int]:
+    """Bridge.burn; the withdrawal's ref (from its event) and the EVM block that holds it."""
+    receipt = st.evm.transact(st.dep.bridge, "burn", amount, script, sender=sender)
+    assert receipt.status == 1
+    (event,) = events_of(st.dep.bridge, receipt)
+    return WithdrawalRef.evm(bytes(event.args["id"])), event.block_number
+
+
+def _evm_finalize(st: Stack) -> None:
+    """Mine EVM blocks until the latest burn is EVM_DEPTH deep."""
+    for _ in range(EVM_DEPTH - 1):
+        st.evm.rpc("evm_mine")
+
+
 def _burn(st: Stack) -> WithdrawalRef:
     dest = new_key()
-    receipt = st.evm.transact(st.dep.bridge, "burn", BURN, dest.p2wpkh_script, sender=USER)
-    assert receipt.status == 1
-    st.evm.rpc("evm_mine")
-    ref = WithdrawalRef.evm(len(st.burns))
+    ref, _ = _burn_ref(st, BURN, dest.p2wpkh_script)
+    _evm_finalize(st)
     st.burns.append(ref)
     return ref
 
@@ -374,7 +393,7 @@ def test_signer_refusals(stack: Stack) -> None:
         ("WrongPayout", [_l2_item(stranger, ref=st.l2_ref)]),  # an address the withdrawal does not name
         ("WrongPayout", [_l2_item(amount=2 * L2_AMOUNT, ref=st.l2_ref)]),  # a doubled amount
         ("UnknownWithdrawal", [_l2_item(stranger, ref=WithdrawalRef(WithdrawalKind.L2, b"\x42" * 32))]),
-        ("UnknownWithdrawal", [PayoutItem(WithdrawalRef.evm(99), stranger, BURN)]),
+        ("UnknownWithdrawal", [PayoutItem(WithdrawalRef.evm(b"\x99" * 32), stranger, BURN)]),
     ]
     for error, items in cases:
         code, answer = _ask(st, 1, *_fed_coin_payout(st, items))
@@ -404,9 +423,10 @@ def test_both_kinds_paid_exactly_once(stack: Stack) -> None:
     )
     assert done.returncode == 0, done.stderr
     evm_ref = WithdrawalRef.parse(json.loads(done.stdout)["id"])
-    assert evm_ref == WithdrawalRef.evm(0)
+    (event,) = st.evm.get_events(st.dep.bridge, "WithdrawalRequested", st.dep.deploy_block)
+    assert evm_ref == WithdrawalRef.evm(bytes(event.args["id"])) and evm_ref.kind == WithdrawalKind.EVM
     st.burns.append(evm_ref)
-    st.evm.rpc("evm_mine")
+    _evm_finalize(st)
     _start_coordinator(st)
     for ref in (st.l2_ref, evm_ref):
         _wait(lambda r=ref: _paid(st, r), f"payout of {ref.text}", st.node)  # type: ignore[misc]
@@ -414,7 +434,7 @@ def test_both_kinds_paid_exactly_once(stack: Stack) -> None:
     assert shown.returncode == 0 and "confirmed" in shown.stdout and "bitcoin txid" in shown.stdout, shown
     status = _status(st, evm_ref)
     assert status is not None
-    assert st.evm.call(st.dep.bridge, "payoutTxid", 0) == bytes.fromhex(status["txid"])[::-1]
+    assert st.evm.call(st.dep.bridge, "payoutTxid", evm_ref.id) == bytes.fromhex(status["txid"])[::-1]
     payout = Tx.from_hex(st.node.call("getrawtransaction", status["txid"]))
     assert TxOut(BURN, dest.p2wpkh_script) in payout.vout
     # Asked again for a paid withdrawal (a fresh transaction from another coin): refused by every signer.
@@ -443,6 +463,111 @@ def test_coordinator_killed_at_each_step(stack: Stack, point: str) -> None:
     _wait(lambda: _paid(st, ref), f"payout of {ref.text} after a crash at {point}", st.node)
 
 
+def _payouts_of(st: Stack) -> dict[WithdrawalRef, list[Tx]]:
+    """Every federation payout in Bitcoin's best chain, by the withdrawals it pays."""
+    found: dict[WithdrawalRef, list[Tx]] = {}
+    for height in range(st.from_height, st.node.call("getblockcount") + 1):
+        block = Block.decode(bytes.fromhex(st.node.call("getblock", st.node.call("getblockhash", height), 0)))
+        for tx in block.txs:
+            for ref in paid_refs(tx, PARAMS):
+                found.setdefault(ref, []).append(tx)
+    return found
+
+
+def test_evm_reorg_after_burn_pays_nothing_and_robs_no_one(stack: Stack) -> None:
+    """The attack: Dave burns, the burn reaches the old depth (2 EVM blocks, then 3), an EVM reorg of 3
+    blocks removes it. No BTC may be paid for it; the coordinator keeps running; Erin's next burn gets its
+    own id and is paid in full; the Bridge never shows Erin paid by Dave's payout; the audit holds."""
+    st = stack
+    if st.coordinator is None or st.coordinator.poll() is not None:
+        _start_coordinator(st)
+    st.evm.transact(st.dep.wbtc, "transfer", ERIN.address, 2 * BURN, sender=USER)
+    _evm_finalize(st)
+    dave_dest, erin_dest = new_key(), new_key()
+    balance = st.evm.call(st.dep.wbtc, "balanceOf", USER.address)
+    dave, burn_block = _burn_ref(st, 2 * BURN, dave_dest.p2wpkh_script)
+    st.evm.rpc("evm_mine")  # 2 EVM blocks: the depth signers used to require
+    at_old_depth = _ask(st, 2, *_fed_coin_payout(st, [PayoutItem(dave, dave_dest.p2wpkh_script, 2 * BURN)]))
+    st.evm.rpc("evm_mine")  # 3 blocks
+    deadline = time.monotonic() + 10  # the coordinator's chance to pay Dave at the old depth
+    while time.monotonic() < deadline and _status(st, dave) is None:
+        mine(st.node, 1, MINER.p2wpkh_address)
+        time.sleep(0.5)
+    st.evm.rpc("anvil_reorg", st.evm.block_number() - burn_block + 1, [])
+    assert st.evm.call(st.dep.bridge, "withdrawalHash", dave.id) == bytes(32)  # the burn is gone
+    assert st.evm.call(st.dep.wbtc, "balanceOf", USER.address) == balance  # Dave holds his WBTC again
+    erin, _ = _burn_ref(st, BURN, erin_dest.p2wpkh_script, sender=ERIN)
+    _evm_finalize(st)
+    assert erin != dave
+    st.burns.append(erin)
+    _wait(lambda: _paid(st, erin), f"payout of Erin's {erin.text}", st.node)
+    mine(st.node, PARAMS.f_anchor_confs, MINER.p2wpkh_address)
+    payouts = _payouts_of(st)
+    assert dave not in payouts, "BTC paid for a burn an EVM reorg removed"
+    assert all(
+        o.script_pubkey != dave_dest.p2wpkh_script for txs in payouts.values() for t in txs for o in t.vout
+    )
+    (erin_payout,) = payouts[erin]
+    assert TxOut(BURN, erin_dest.p2wpkh_script) in erin_payout.vout
+    assert st.evm.call(st.dep.bridge, "payoutTxid", erin.id) == erin_payout.txid
+    assert st.coordinator is not None and st.coordinator.poll() is None, "the coordinator stopped"
+    assert (at_old_depth[0], at_old_depth[1].get("error")) == (409, "UnknownWithdrawal"), at_old_depth
+    code, answer = _ask(st, 2, *_fed_coin_payout(st, [PayoutItem(dave, dave_dest.p2wpkh_script, 2 * BURN)]))
+    assert (code, answer["error"]) == (409, "UnknownWithdrawal"), answer
+    report = _audit(st)
+    assert report["holds"], report["discrepancies"]
+
+
+def _audit(st: Stack) -> dict[str, Any]:
+    done = st.btcl2(
+        "audit", "--bitcoin-rpc", st.node.url, "--bitcoin-cookie", str(st.node.cookie_file),
+        "--evm-rpc", st.evm.url, "--bridge", st.dep.bridge.address, "--from-height", str(st.from_height), "--json",
+    )  # fmt: skip
+    report: dict[str, Any] = json.loads(done.stdout)
+    assert done.returncode == (0 if report["holds"] else 1), done.stderr
+    return report
+
+
+def test_burn_reorged_out_after_its_payout_is_reconciled_not_fatal(stack: Stack) -> None:
+    """Beyond the model (a reorg deeper than the finality depth): Dave's burn is paid on Bitcoin, then the
+    EVM chain drops it before confirmPayout. The coordinator records it to reconcile and keeps paying; the
+    audit names Dave's payout, with its amount, and nothing else; Erin's next burn is hers alone."""
+    st = stack
+    _stop_coordinator(st)
+    dave = _burn(st)
+    st.burns.remove(dave)
+    burn_block = int(
+        st.evm.get_events(st.dep.bridge, "WithdrawalRequested", st.dep.deploy_block)[-1].block_number
+    )
+    proc = _start_coordinator(st, "coordinator.confirmed")  # dies once the payout has F confirmations
+    _wait(lambda: proc.poll() is not None, "the payout of Dave's burn", st.node)
+    assert proc.returncode == FAILPOINT_EXIT_CODE
+    st.evm.rpc("anvil_reorg", st.evm.block_number() - burn_block + 1, [])
+    assert st.evm.call(st.dep.bridge, "withdrawalHash", dave.id) == bytes(32)
+    st.vanished.append(dave)
+    _start_coordinator(st)
+    _wait(lambda: _paid(st, dave), f"the coordinator to finish the payout of {dave.text}", st.node)
+    status = _status(st, dave)
+    assert status is not None and "finalized view" in str(status["reconcile"]), status
+    shown = st.btcl2("withdraw", "status", dave.text, "--coordinator", st.status_url)
+    assert shown.returncode == 0 and "RECONCILE" in shown.stdout, shown
+    erin_dest = new_key()
+    erin, _ = _burn_ref(st, BURN // 2, erin_dest.p2wpkh_script, sender=ERIN)
+    _evm_finalize(st)
+    st.burns.append(erin)
+    _wait(lambda: _paid(st, erin), f"payout of Erin's {erin.text}", st.node)
+    assert st.coordinator is not None and st.coordinator.poll() is None, "the coordinator stopped"
+    (erin_payout,) = _payouts_of(st)[erin]
+    assert TxOut(BURN // 2, erin_dest.p2wpkh_script) in erin_payout.vout
+    assert st.evm.call(st.dep.bridge, "payoutTxid", erin.id) == erin_payout.txid
+    assert st.evm.call(st.dep.bridge, "payoutTxid", dave.id) == bytes(32)
+    report = _audit(st)
+    found = {(d["kind"], d["subject"]): d["detail"] for d in report["discrepancies"]}
+    assert ("paid-unknown", dave.text) in found and f"{BURN} sats" in found[("paid-unknown", dave.text)]
+    assert set(found) == {("paid-unknown", dave.text), ("conservation", "federation BTC")}, found
+    assert f"({-BURN:+d})" in found[("conservation", "federation BTC")]  # exactly Dave's gain, no one's loss
+
+
 def test_no_withdrawal_paid_twice(stack: Stack) -> None:
     st = stack
     seen: dict[WithdrawalRef, list[str]] = {}
@@ -452,15 +577,18 @@ def test_no_withdrawal_paid_twice(stack: Stack) -> None:
         for tx in block.txs:
             for ref in paid_refs(tx, PARAMS):
                 seen.setdefault(ref, []).append(tx.txid_hex)
-    assert set(seen) == {st.l2_ref, *st.burns}
+    assert set(seen) == {st.l2_ref, *st.burns, *st.vanished}
     assert all(len(txids) == 1 for txids in seen.values()), seen
     for ref in st.burns:
-        assert st.evm.call(st.dep.bridge, "payoutTxid", ref.evm_id) == bytes.fromhex(seen[ref][0])[::-1]
+        assert st.evm.call(st.dep.bridge, "payoutTxid", ref.id) == bytes.fromhex(seen[ref][0])[::-1]
 
 
 def test_payout_passes_testmempoolaccept(stack: Stack) -> None:
     st = stack
-    items = [PayoutItem(WithdrawalRef.evm(1000 + i), new_key().p2wpkh_script, 20_000 + i) for i in range(10)]
+    items = [
+        PayoutItem(WithdrawalRef.evm((1000 + i).to_bytes(32, "big")), new_key().p2wpkh_script, 20_000 + i)
+        for i in range(10)
+    ]
     tx, amounts = _fed_coin_payout(st, items)
     sigs = {
         k.pubkey(): [

@@ -487,6 +487,11 @@ def test_cli_deploy_deposit_wait_and_withdraw(
         "evm", "deploy", "--evm-rpc", anvil.url, "--key", ANVIL_DEV_KEYS[0], "--out", str(out)
     )
     assert json.loads(out.read_text())["Bridge"] == deployed["Bridge"]
+    assert (
+        deployed["deploy_block"]
+        == evm.call(Contract(deployed["Bridge"], load_artifact("Bridge")), "deployBlock")
+        > 0
+    )
     bridge = Contract(deployed["Bridge"], load_artifact("Bridge"))
     light_client = Contract(deployed["BitcoinLightClient"], load_artifact("BitcoinLightClient"))
     stack = Deployment(light_client, Contract(deployed["WrappedBTC"], load_artifact("WrappedBTC")), bridge)
@@ -527,8 +532,9 @@ def test_cli_deploy_deposit_wait_and_withdraw(
         withdrawal = json.loads(res.stdout)
         assert balance(evm, stack, alice["l2_address"]) == 40_000_000
         (event,) = evm.get_events(bridge, "WithdrawalRequested")
-        # The printed id may carry its chain ("evm:0"): the number is the Bridge's withdrawal id.
-        assert event.args["id"] == int(str(withdrawal["id"]).removeprefix("evm:")) == 0
+        # The printed id is the Bridge's content-bound bytes32 id: evm:0x<64 hex>, never a counter.
+        assert "evm:0x" + bytes(event.args["id"]).hex() == withdrawal["id"]
+        assert event.args["nonce"] == 0
         assert event.args["from"] == alice["l2_address"] and event.args["amount"] == 10_000_000
         assert event.args["script"] == address.address_to_script(btc_to, address.REGTEST)
         assert events_of(bridge, evm.rpc("eth_getLogs", {"address": bridge.address, "fromBlock": "0x0"}))

@@ -13,7 +13,13 @@ from btcl2.bitcoin.script import p2wpkh
 from btcl2.bitcoin.tx import OutPoint, Tx, TxOut
 from btcl2.core.params import Params
 from btcl2.errors import InvalidInput
-from btcl2.federation.config import SignerConfig
+from btcl2.federation.config import (
+    DEVNET_EVM_FINALITY_DEPTH,
+    EVM_FINALITY_DEPTH,
+    ConfigError,
+    SignerConfig,
+    load,
+)
 from btcl2.federation.errors import (
     AlreadyPaid,
     ConflictingPayout,
@@ -40,14 +46,14 @@ PARAMS = Params()
 KEY = PrivateKey(hashlib.sha256(b"btcl2 devnet federation 1").digest())
 COINS = [FederationCoin(OutPoint(hashlib.sha256(bytes([n])).digest(), 0), 400_000) for n in range(3)]
 L2_ITEM = PayoutItem(WithdrawalRef(WithdrawalKind.L2, b"\x11" * 32), p2wpkh(hash160(b"alice")), 60_000)
-EVM_ITEM = PayoutItem(WithdrawalRef.evm(4), p2wpkh(hash160(b"bob")), 70_000)
+EVM_ITEM = PayoutItem(WithdrawalRef.evm(b"\x04" * 32), p2wpkh(hash160(b"bob")), 70_000)
 
 
 class FakeViews:
     def __init__(self) -> None:
         self.utxos = {c.outpoint: Utxo(c.amount, PARAMS.federation_script_pubkey, 3) for c in COINS}
         self.evm = {EVM_ITEM.ref: EVM_ITEM}
-        self.evm_paid: dict[int, bytes] = {}
+        self.evm_paid: dict[bytes, bytes] = {}
         self.snap = L2Snapshot("00", 100, final={L2_ITEM.ref: L2_ITEM})
 
     def utxo(self, outpoint: OutPoint) -> Utxo | None:
@@ -56,7 +62,7 @@ class FakeViews:
     def evm_withdrawals(self) -> dict[WithdrawalRef, PayoutItem]:
         return self.evm
 
-    def evm_payout_txid(self, withdrawal_id: int) -> bytes:
+    def evm_payout_txid(self, withdrawal_id: bytes) -> bytes:
         return self.evm_paid.get(withdrawal_id, bytes(32))
 
     def l2(self) -> L2Snapshot:
@@ -65,12 +71,16 @@ class FakeViews:
 
 @pytest.fixture
 def setup(tmp_path: Path) -> tuple[Signer, FakeViews]:
-    config = SignerConfig(tmp_path / "db", "http://127.0.0.1:1", "t" * 16, max_fee_rate=50, max_fee_sats=50_000)
+    config = SignerConfig(
+        tmp_path / "db", "http://127.0.0.1:1", "t" * 16, max_fee_rate=50, max_fee_sats=50_000
+    )
     views = FakeViews()
     return Signer(KEY, config, views, SignerStore(config.datadir)), views
 
 
-def payout(items: list[PayoutItem], coins: list[FederationCoin] | None = None, rate: int = 2) -> tuple[Tx, list[int]]:
+def payout(
+    items: list[PayoutItem], coins: list[FederationCoin] | None = None, rate: int = 2
+) -> tuple[Tx, list[int]]:
     coins = coins or COINS[:1]
     tx = build_payout(items, coins, PARAMS, rate)
     value = {c.outpoint: c.amount for c in coins}
@@ -100,8 +110,12 @@ def test_refusals(setup: tuple[Signer, FakeViews]) -> None:
     cases: list[tuple[type[Exception], Tx, list[int]]] = [
         (WrongPayout, _with_output(tx, 0, TxOut(L2_ITEM.amount, stranger)), amounts),
         (WrongPayout, _with_output(tx, 0, TxOut(2 * L2_ITEM.amount, L2_ITEM.script)), amounts),
-        (UnknownWithdrawal, payout([replace(L2_ITEM, ref=WithdrawalRef(WithdrawalKind.L2, b"\x22" * 32))])[0], amounts),
-        (UnknownWithdrawal, payout([replace(EVM_ITEM, ref=WithdrawalRef.evm(5))])[0], amounts),
+        (
+            UnknownWithdrawal,
+            payout([replace(L2_ITEM, ref=WithdrawalRef(WithdrawalKind.L2, b"\x22" * 32))])[0],
+            amounts,
+        ),
+        (UnknownWithdrawal, payout([replace(EVM_ITEM, ref=WithdrawalRef.evm(b"\x05" * 32))])[0], amounts),
         (NotFederationInput, tx, [amounts[0] + 1]),
         (FeeOutOfRange, payout([L2_ITEM], rate=60)[0], amounts),
         (NotCanonical, payout([L2_ITEM], COINS[:2])[0], [400_000, 400_000]),
@@ -120,9 +134,18 @@ def test_already_paid(setup: tuple[Signer, FakeViews]) -> None:
     views.snap.paid[L2_ITEM.ref] = "ab" * 32
     with pytest.raises(AlreadyPaid):
         signer.sign(*payout([L2_ITEM]))
-    views.evm_paid[EVM_ITEM.ref.evm_id] = b"\x01" * 32
+    views.snap.paid[EVM_ITEM.ref] = "cd" * 32
     with pytest.raises(AlreadyPaid):
         signer.sign(*payout([EVM_ITEM]))
+
+
+def test_bridge_hint_cannot_freeze_a_burn(setup: tuple[Signer, FakeViews]) -> None:
+    """The payout confirmer writes any payoutTxid on the Bridge: unless Bitcoin shows a payout of the burn,
+    the signer still pays it (the Bridge's word is a hint, Bitcoin decides what is paid)."""
+    signer, views = setup
+    views.evm_paid[EVM_ITEM.ref.id] = b"\x01" * 32
+    tx, amounts = payout([EVM_ITEM])
+    assert signer.sign(tx, amounts).txid == tx.txid
 
 
 def test_unfinal_and_diverged_l2(setup: tuple[Signer, FakeViews]) -> None:
@@ -168,3 +191,18 @@ def test_non_federation_key_refused(tmp_path: Path) -> None:
     config = SignerConfig(tmp_path / "db", "http://127.0.0.1:1", "t" * 16)
     with pytest.raises(InvalidInput):
         Signer(PrivateKey(b"\x01" * 32), config, FakeViews(), SignerStore(config.datadir))
+
+
+def test_evm_finality_depth_is_configured(tmp_path: Path) -> None:
+    """Burns are believed at the EVM finality depth: 64 blocks unless configured, never below 1."""
+    base = 'datadir = "d"\nbitcoin_rpc = "http://127.0.0.1:1"\ntoken = "tttttttttttttttt"\n'
+    file = tmp_path / "signer.toml"
+    file.write_text(base)
+    assert load(SignerConfig, file, {}).evm_confirmations == EVM_FINALITY_DEPTH == 64
+    assert DEVNET_EVM_FINALITY_DEPTH > 3  # deeper than the EVM reorgs the functional tests inject
+    file.write_text(base + "evm_confirmations = 5\n")
+    assert load(SignerConfig, file, {}).evm_confirmations == 5
+    for bad in ("0", "-1", '"finalized"'):
+        file.write_text(base + f"evm_confirmations = {bad}\n")
+        with pytest.raises(ConfigError):
+            load(SignerConfig, file, {})

@@ -188,8 +188,8 @@ def test_fuzz_anchor(data: bytes) -> None:
 
 
 TAG_CORPUS = [
-    encode_tag([WithdrawalRef.evm(7)]),
-    encode_tag([WithdrawalRef.evm(1), WithdrawalRef.evm(2**200)]),
+    encode_tag([WithdrawalRef.evm(b"\x07" * 32)]),
+    encode_tag([WithdrawalRef.evm(b"\x01" * 32), WithdrawalRef.evm(b"\x02" * 32)]),
 ]
 
 

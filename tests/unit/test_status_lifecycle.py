@@ -34,8 +34,8 @@ def test_parse_query() -> None:
     assert parse_query(TXID.upper()).txid == TXID and parse_query(TXID).vout is None
     assert parse_query(TXH.upper().replace("0X", "0x")).kind == "tx"
     assert parse_query("12").number == 12 and parse_query("batch:3").number == 3
-    assert parse_query(f"l2:{TXH}").kind == "withdrawal" and parse_query("evm:7").ref == "evm:7"
-    for bad in ("", "0x12", TXID + ":x", "zz" * 32, "batch:x"):
+    assert parse_query(f"l2:{TXH}").kind == "withdrawal" and parse_query(f"evm:{TXH}").ref == f"evm:{TXH}"
+    for bad in ("", "0x12", TXID + ":x", "zz" * 32, "batch:x", "evm:7", "evm:0x12"):
         with pytest.raises(BadIdentifier):
             parse_query(bad)
 
