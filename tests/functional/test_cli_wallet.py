@@ -173,6 +173,8 @@ def test_errors_are_one_line(node: RegtestNode, funded: dict[str, Any], tmp_path
     dep = ["deposit", "--wallet", wallet, "--amount", "0.5"]
     one_line_error(btcl2(node, *dep, "--to", "0x" + "ab" * 20), "l2:0x")
     one_line_error(btcl2(node, *dep, "--to", "l2:0x1234"), "40 hex")
+    # WBTC can never be minted to 0x0: refused before any money leaves.
+    one_line_error(btcl2(node, *dep, "--to", "evm:0x" + "00" * 20), "zero address")
     one_line_error(btcl2(node, *dep[:-1], "0.00001", "--to", "l2:0x" + "ab" * 20), "minimum")
     res = btcl2(node, "wallet", "balance", "--wallet", wallet, "--bitcoin-rpc", "http://127.0.0.1:9/")
     one_line_error(res, "unavailable")
