@@ -55,6 +55,7 @@ from btcl2.federation.payout import (
     paid_refs,
 )
 from btcl2.federation.views import BitcoinView
+from btcl2.secretfile import write_secret_file
 from btcl2.wallet.keyfile import KeyFile, write_keyfile
 
 pytestmark = pytest.mark.functional
@@ -189,7 +190,7 @@ def _write_signer(
     if i == 3:  # another fee account: this signer's replay of the anchored batches cannot match
         lines += ["[params]", 'fee_account = "' + "77" * 20 + '"']
     config = tmp / f"signer{i}.toml"
-    config.write_text("\n".join(lines) + "\n")
+    write_secret_file(config, "\n".join(lines) + "\n")
     return key_path, config, port
 
 
@@ -293,7 +294,7 @@ def _start_coordinator(st: Stack, failpoint: str | None = None) -> subprocess.Po
         f"from_height = {st.from_height}\nport = {port}\npoll_interval = 0.2\n{signers}"
     )
     cfg = st.tmp / "coordinator.toml"
-    cfg.write_text(text)
+    write_secret_file(cfg, text, replace=True)
     env = dict(os.environ)
     env.pop("BTCL2_FAILPOINT", None)
     if failpoint is not None:
