@@ -67,6 +67,8 @@ def read_secret_file(path: Path, what: str = "secret file") -> str:
             raw = f.read(MAX_SECRET_FILE_BYTES + 1)
     except OSError as e:
         raise SecretFileError(f"cannot read {what} {path}: {e.strerror}") from None
+    except ValueError as e:  # a name the OS cannot take (an embedded NUL)
+        raise SecretFileError(f"cannot read {what} {path!r}: {e}") from None
     if len(raw) > MAX_SECRET_FILE_BYTES:
         raise SecretFileError(f"{what} {path} is too large")
     try:

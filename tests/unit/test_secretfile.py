@@ -147,3 +147,9 @@ def test_devnet_writes_every_secret_private(
         load(SignerConfig, config / "signer1.toml", {}).token
         == (doc.keys_dir / "signer1.token").read_text().strip()
     )
+
+
+def test_unusable_names_are_a_typed_error(tmp_path: Path) -> None:
+    for name in (tmp_path / "missing", tmp_path, Path("bad\x00name")):
+        with pytest.raises(SecretFileError, match="cannot read"):
+            read_secret_file(name)
