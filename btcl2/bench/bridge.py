@@ -33,6 +33,7 @@ from btcl2.bridge.evm import EvmClient, account
 from btcl2.core.deposits import DepositKind, deposit_tag_script
 from btcl2.core.params import Params
 from btcl2.regtest.process import RegtestNode
+from btcl2.secretfile import write_secret_file
 
 DEPOSITS = 5
 """Deposits timed; the figure is their median."""
@@ -91,9 +92,11 @@ class _Wallet:
 
 
 def _relayer(tmp: Path, node: RegtestNode, anvil: Anvil, dep: Deployment) -> subprocess.Popen[bytes]:
+    key_file = tmp / "relayer.key"
+    write_secret_file(key_file, ANVIL_DEV_KEYS[1] + "\n", replace=True)
     args = [sys.executable, "-m", "btcl2", "relayer", "run", "--datadir", str(tmp / "relayer"),
             "--bitcoin-rpc", node.url, "--bitcoin-cookie", str(node.cookie_file), "--evm-rpc", anvil.url,
-            "--bridge", dep.bridge.address, "--key", ANVIL_DEV_KEYS[1], "--poll-interval", "0.1",
+            "--bridge", dep.bridge.address, "--key", str(key_file), "--poll-interval", "0.1",
             "--start-height", str(node.call("getblockcount"))]  # fmt: skip
     log = open(tmp / "relayer.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))

@@ -5,6 +5,7 @@ Heavy modules (web3, the contracts) are imported inside the commands so that eve
 
 import contextlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -46,31 +47,54 @@ _bridge_option = click.option(
     default=None,
     help="Bridge address [env BTCL2_BRIDGE].",
 )
+EVM_KEY_ENV = "BTCL2_EVM_KEY"
+"""Environment variable that may hold the EVM key's hex secret instead of --key (argv is public, ps shows it)."""
+
 _key_option = click.option(
     "--key",
-    "key_text",
-    envvar="BTCL2_EVM_KEY",
-    required=True,
-    help="EVM key: a key file (keys new) or a 0x-hex secret [env BTCL2_EVM_KEY].",
+    "key_file",
+    envvar="BTCL2_EVM_KEY_FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="EVM key file, mode 0600: a key file (keys new) or a file holding a 0x-hex secret "
+    f"[env BTCL2_EVM_KEY_FILE; or the hex secret itself in {EVM_KEY_ENV}].",
 )
 
 
-def load_evm_key(text: str) -> "LocalAccount":
-    """An EVM account from a key file written by `keys new`, a file holding a hex secret, or a hex secret."""
-    from btcl2.bridge.evm import account
-    from btcl2.wallet.keyfile import load_keyfile
-
+def _hex_secret(text: str) -> bytes | None:
     body = text.strip()
     hexpart = body[2:] if body[:2] in ("0x", "0X") else body
     if len(hexpart) == 64 and all(c in "0123456789abcdefABCDEF" for c in hexpart):
-        return account(bytes.fromhex(hexpart))
-    path = Path(body)
-    if not path.is_file():
-        raise InvalidInput(f"--key {text!r} is neither a 32-byte hex secret nor a file")
-    content = path.read_text().strip()
+        return bytes.fromhex(hexpart)
+    return None
+
+
+def load_evm_key(key_file: Path | None) -> "LocalAccount":
+    """An EVM account from a private key file (`keys new`, or a hex secret), else from BTCL2_EVM_KEY.
+
+    A secret is never taken from the command line: every user on the machine can read argv.
+    """
+    from btcl2.bridge.evm import account
+    from btcl2.secretfile import read_secret_file
+    from btcl2.wallet.keyfile import load_keyfile
+
+    if key_file is None:
+        secret = _hex_secret(os.environ.get(EVM_KEY_ENV, ""))
+        if secret is None:
+            raise InvalidInput(f"no EVM key: pass --key FILE, or set {EVM_KEY_ENV} to its 0x-hex secret")
+        return account(secret)
+    if _hex_secret(str(key_file)) is not None:
+        raise InvalidInput(
+            "--key takes a key file, not the secret itself (the command line is visible to every user): "
+            f"write the secret to a file with mode 0600 and pass its path, or set {EVM_KEY_ENV}"
+        )
+    content = read_secret_file(key_file, "EVM key file").strip()
     if content.startswith("{"):
-        return account(load_keyfile(path, network()).key.secret)
-    return load_evm_key(content) if content != body else fail("unreadable key file")
+        return account(load_keyfile(key_file, network()).key.secret)
+    secret = _hex_secret(content)
+    if secret is None:
+        raise InvalidInput(f"EVM key file {key_file} holds neither a key file nor a 0x-hex secret")
+    return account(secret)
 
 
 def _evm(url: str | None) -> "EvmClient":
@@ -135,7 +159,7 @@ def relayer_run(
     evm_rpc: str | None,
     bridge_address: str | None,
     light_client: str | None,
-    key_text: str,
+    key_file: Path | None,
     start_height: int | None,
     poll_interval: float,
     headers_per_tx: int,
@@ -166,7 +190,7 @@ def relayer_run(
         evm=evm,
         bridge=bridge,
         light_client=light_client,
-        account=load_evm_key(key_text),
+        account=load_evm_key(key_file),
         start_height=start_height,
         history=history,
         stuck_after=stuck_after,
@@ -236,7 +260,7 @@ def evm_group() -> None:
 @json_option
 def evm_deploy(
     evm_rpc: str | None,
-    key_text: str,
+    key_file: Path | None,
     out: Path | None,
     guardian: str | None,
     payout_confirmer: str | None,
@@ -249,7 +273,7 @@ def evm_deploy(
     params = Params()
     if params.network != "regtest":
         fail("only the regtest genesis checkpoint is built in: deploy on the devnet")
-    acct = load_evm_key(key_text)
+    acct = load_evm_key(key_file)
     roles = [
         to_checksum_address(parse_l2_address(a)) if a else acct.address for a in (guardian, payout_confirmer)
     ]

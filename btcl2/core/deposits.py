@@ -34,6 +34,7 @@ REASON_MISSING_TAG = "no deposit tag"
 REASON_MULTIPLE_TAGS = "more than one deposit tag"
 REASON_MALFORMED_TAG = "malformed deposit tag"
 REASON_BELOW_MINIMUM = "amount below min_deposit_sats"
+REASON_ZERO_EVM_RECIPIENT = "EVM recipient is the zero address"
 
 
 class DepositKind(IntEnum):
@@ -135,6 +136,9 @@ def parse_deposit(tx: Tx, federation_spk: bytes, params: Params) -> Deposit | Re
     tag = tags[0]
     if isinstance(tag, str):
         return RejectedDeposit(outpoint, amount, f"{REASON_MALFORMED_TAG}: {tag}")
+    if tag[0] == DepositKind.EVM and tag[1] == bytes(20):
+        # WBTC.mint reverts for 0x0: report the payment as unclaimed instead of a deposit nobody can mint.
+        return RejectedDeposit(outpoint, amount, REASON_ZERO_EVM_RECIPIENT)
     if amount < params.min_deposit_sats:
         return RejectedDeposit(outpoint, amount, REASON_BELOW_MINIMUM)
     return Deposit(outpoint, tag[0], tag[1], amount)

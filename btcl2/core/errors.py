@@ -39,6 +39,10 @@ class DustAmount(InvalidInput):
     """Raised when a withdrawal is below the minimum the federation can pay out on Bitcoin."""
 
 
+class ZeroRecipient(InvalidInput):
+    """Raised when an exit to the EVM names the zero address, which the Bridge can never mint to."""
+
+
 class NonStandardScript(InvalidInput):
     """Raised when a withdrawal names a script other than P2PKH, P2SH, P2WPKH, P2WSH or P2TR."""
 

@@ -22,6 +22,7 @@ from btcl2.core.errors import (
     NonStandardScript,
     RootMismatch,
     TooManyTransactions,
+    ZeroRecipient,
 )
 from btcl2.core.hashing import keccak256
 from btcl2.core.merkle import merkle_root
@@ -79,6 +80,12 @@ def check_withdrawal_script(script: bytes) -> None:
         raise NonStandardScript(f"withdrawal script {script.hex()} is {kind.value}, not a standard payee")
 
 
+def check_exit_recipient(evm_address: bytes) -> None:
+    """Raise ZeroRecipient for the zero address: WBTC.mint reverts for it, so the exit could never be minted."""
+    if evm_address == bytes(20):
+        raise ZeroRecipient("an exit to the EVM cannot name the zero address: nothing could ever be minted")
+
+
 def _credit(journal: Journal, writes: dict[Address20, Account], address: Address20, amount: int) -> None:
     """Add `amount` to `address` in `writes` (reading earlier writes first); AmountOverflow past MAX_MONEY."""
     account = writes.get(address) or journal.account(address)
@@ -120,6 +127,7 @@ def execute_transaction(
         record = WithdrawalRecord(signed.tx_hash, sender, tx.amount, tx.script)
     exit_record: ExitRecord | None = None
     if isinstance(tx, ExitToEvm):
+        check_exit_recipient(tx.evm_address)
         if tx.amount < params.min_withdrawal_sats:
             raise DustAmount(f"exit of {tx.amount} below minimum {params.min_withdrawal_sats}")
         exit_record = ExitRecord(signed.tx_hash, sender, tx.amount, tx.evm_address)

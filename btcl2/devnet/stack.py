@@ -22,6 +22,7 @@ from btcl2.devnet.config import Contracts, DevnetFile, Ports
 from btcl2.devnet.processes import Child, CommandChild, http_answers, jsonrpc_answers
 from btcl2.errors import Critical, InvalidInput
 from btcl2.federation.config import DEVNET_EVM_FINALITY_DEPTH
+from btcl2.secretfile import read_secret_file, write_secret_file
 from btcl2.wallet.keyfile import KeyFile, write_keyfile
 
 DEPLOYER_KEY = ANVIL_DEV_KEYS[0]
@@ -90,10 +91,8 @@ def new_devnet(datadir: Path, signers: int, threshold: int) -> DevnetFile:
 
 def _token(doc: DevnetFile, i: int) -> str:
     path = doc.keys_dir / f"signer{i}.token"
-    if not path.exists():
-        path.write_text(secrets.token_hex(16) + "\n")
-        path.chmod(0o600)
-    return path.read_text().strip()
+    _write_secret(path, secrets.token_hex(16))
+    return read_secret_file(path, "signer token").strip()
 
 
 def _write_key(path: Path, key: PrivateKey) -> None:
@@ -102,9 +101,8 @@ def _write_key(path: Path, key: PrivateKey) -> None:
 
 
 def _write_secret(path: Path, text: str) -> None:
-    if not path.exists():
-        path.write_text(text + "\n")
-        path.chmod(0o600)
+    if not path.exists():  # created private (mode 0600) by the open itself, never overwritten
+        write_secret_file(path, text + "\n")
 
 
 def attest_signers_file(doc: DevnetFile) -> Path:
@@ -135,15 +133,20 @@ def write_role_files(doc: DevnetFile, params: Params) -> None:
         attest_key = doc.keys_dir / f"signer{i}.bls"
         _write_secret(attest_key, f"{bls[i - 1]:064x}")
         token = _token(doc, i)
-        (conf / f"signer{i}.toml").write_text(
+        # Configurations naming a token or a key are secret files too, rewritten privately at every start.
+        write_secret_file(
+            conf / f"signer{i}.toml",
             f'datadir = "{doc.datadir / f"signer{i}"}"\n{common}token = "{token}"\n'
-            f'port = {doc.ports.signers[i - 1]}\nattestation_key_file = "{attest_key}"\n'
+            f'port = {doc.ports.signers[i - 1]}\nattestation_key_file = "{attest_key}"\n',
+            replace=True,
         )
         signer_tables += f'[[signers]]\nurl = "{doc.signer_url(i)}"\ntoken = "{token}"\n'
-    attest_signers_file(doc).write_text(signer_tables)
-    (conf / "coordinator.toml").write_text(
+    write_secret_file(attest_signers_file(doc), signer_tables, replace=True)
+    write_secret_file(
+        conf / "coordinator.toml",
         f'datadir = "{doc.datadir / "coordinator"}"\n{common}confirmer_key = "{CONFIRMER_KEY}"\n'
-        f"port = {doc.ports.coordinator}\npoll_interval = 0.5\n{signer_tables}"
+        f"port = {doc.ports.coordinator}\npoll_interval = 0.5\n{signer_tables}",
+        replace=True,
     )
 
 

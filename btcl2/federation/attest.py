@@ -16,6 +16,7 @@ from btcl2.core.attestation import attestation_message, public_key, sign_message
 from btcl2.core.params import Params
 from btcl2.errors import InvalidInput
 from btcl2.federation.views import L2Snapshot
+from btcl2.secretfile import read_secret_file
 
 log = logging.getLogger("btcl2.signer")
 
@@ -46,10 +47,10 @@ class SnapshotSource(Protocol):
 
 def load_attestation_secret(path: Path) -> int:
     """A BLS secret key file: the secret as 64 hex digits (big-endian), optionally 0x-prefixed."""
+    text = read_secret_file(Path(path), "attestation key").strip().removeprefix("0x")
     try:
-        text = Path(path).read_text().strip().removeprefix("0x")
         secret = int(text, 16)
-    except (OSError, ValueError) as exc:
+    except ValueError as exc:
         raise InvalidInput(f"cannot read attestation key {path}: {exc}") from exc
     if not 0 < secret < 2**255 or len(text) != 64:
         raise InvalidInput(f"attestation key {path} must hold a 32-byte secret as 64 hex digits")

@@ -2,7 +2,8 @@
 
 Top-level keys are the fields below; rollup parameters go in a `[params]` table (field names of
 `btcl2.core.params.Params`, bytes as hex); the coordinator's signers are `[[signers]]` tables with `url`
-and `token`. Unknown keys are an error.
+and `token`. Unknown keys are an error. Both files hold secrets (bearer tokens, the confirmer's key), so a
+file its group or other users may access is refused (btcl2.secretfile).
 """
 
 import dataclasses
@@ -13,6 +14,7 @@ from typing import Any, TypeVar
 
 from btcl2.core.params import InvalidParams, Params, params_from_table
 from btcl2.errors import InvalidInput
+from btcl2.secretfile import InsecureSecretFile, SecretFileError, read_secret_file
 
 EVM_FINALITY_DEPTH = 64
 """Default EVM blocks a burn needs (its own included) before a payout is built or signed: two epochs of
@@ -160,8 +162,10 @@ def load(cls: type[_C], file: Path | None, flags: dict[str, Any]) -> _C:
     raw: dict[str, Any] = {}
     if file is not None:
         try:
-            raw = tomllib.loads(Path(file).read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raw = tomllib.loads(read_secret_file(Path(file), "config file"))
+        except InsecureSecretFile:
+            raise
+        except (SecretFileError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config file {file}: {exc}") from exc
     raw.update({k: v for k, v in flags.items() if v is not None})
     values: dict[str, Any] = {}

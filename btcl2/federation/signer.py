@@ -36,6 +36,7 @@ from btcl2.federation.checks import SignerPolicy, check_fee, check_history, chec
 from btcl2.federation.config import SignerConfig
 from btcl2.federation.errors import PayoutRefused, UnknownWithdrawal
 from btcl2.federation.payout import PayoutItem, WithdrawalRef, input_sighash, parse_payout
+from btcl2.federation.rebuild import rebuild_signed_record
 from btcl2.federation.store import SignedPayout, SignerStore
 from btcl2.federation.views import BitcoinView, EvmView, L2Snapshot, L2View, Utxo
 from btcl2.httpguard import clip, guarded_app
@@ -254,6 +255,13 @@ def build_signer(key: PrivateKey, config: SignerConfig) -> tuple[Signer, SignerS
     l2 = L2View(rpc, config.params, config.from_height)
     views = NodeViews(BitcoinView(rpc, config.params), l2, evm)
     store = SignerStore(config.datadir)
+    try:
+        # A new database knows none of the payouts signed before it: read them from the node before serving.
+        rebuild_signed_record(store, rpc, config.params, config.from_height)
+    except BaseException:
+        store.close()
+        rpc.close()
+        raise
     signer = Signer(key, config, views, store)
     signer.l2_view = l2
     return signer, store, rpc

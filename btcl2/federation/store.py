@@ -5,6 +5,7 @@ Signer (prefixes in btcl2/storage/schema.py):
     Fs + txid      -> fee u64 LE || unsigned payout encoding      every payout this signer signed
     Fr + ref (33)  -> txid                                        the last payout signed for a withdrawal
     Fi + outpoint  -> txid                                        the last payout signed spending an input
+    Fm             -> height u32 BE                               record rebuilt from the chain (signer.py)
 
 Coordinator:
 
@@ -27,7 +28,7 @@ from btcl2.bitcoin.tx import OutPoint, Tx
 from btcl2.errors import Critical
 from btcl2.federation.payout import PayoutItem, WithdrawalRef, unsigned
 from btcl2.storage import schema as S
-from btcl2.storage.db import Database
+from btcl2.storage.db import SIGNER_RECOVERY, Database
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +54,7 @@ class SignerStore:
     """The signer's memory of what it signed; `record` is atomic and synced before the reply leaves."""
 
     def __init__(self, path: str | Path) -> None:
-        self._db = Database(path)
+        self._db = Database(path, recovery=SIGNER_RECOVERY)
 
     def signed(self, txid: bytes) -> SignedPayout | None:
         """The payout signed with this txid, if any."""
@@ -81,6 +82,24 @@ class SignerStore:
     def count(self) -> int:
         """How many payouts were signed."""
         return sum(1 for _ in self._db.iterate(S.FED_SIGNED))
+
+    def rebuilt_height(self) -> int | None:
+        """The Bitcoin height the record was rebuilt from the chain up to; None: never (a new database)."""
+        raw = self._db.get(S.FED_SIGNER_REBUILT)
+        return None if raw is None else int(struct.unpack(">I", raw)[0])
+
+    def rebuild(self, payouts: list[tuple[SignedPayout, tuple[WithdrawalRef, ...]]], height: int) -> None:
+        """Record the federation's payouts found on the chain and in the mempool, and mark the record rebuilt,
+        in one synced write (a crash half-way leaves it unmarked, and it is rebuilt again)."""
+        with self._db.batch() as wb:
+            for payout, refs in payouts:
+                txid = payout.tx.txid
+                wb.put(S.FED_SIGNED + txid, payout.encode())
+                for ref in refs:
+                    wb.put(S.FED_SIGNED_REF + ref.encode(), txid)
+                for txin in payout.tx.vin:
+                    wb.put(S.FED_SIGNED_INPUT + txin.prevout.encode(), txid)
+            wb.put(S.FED_SIGNER_REBUILT, struct.pack(">I", height))
 
     def close(self) -> None:
         """Close the database."""

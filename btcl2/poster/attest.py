@@ -43,6 +43,7 @@ from btcl2.errors import Critical, InvalidInput
 from btcl2.federation.client import post_to_signer
 from btcl2.federation.errors import SignerUnavailable
 from btcl2.poster.sources import BatchSource, spendable_coins
+from btcl2.secretfile import read_secret_file
 from btcl2.storage import schema
 from btcl2.storage.db import Database
 from btcl2.wallet.keyfile import KeyFile
@@ -67,10 +68,11 @@ class AttestSigner:
 
 def load_signers(path: Path) -> list[AttestSigner]:
     """Read `[[signers]]` tables with `url` and `token` (the coordinator's format); InvalidInput otherwise."""
+    text = read_secret_file(Path(path), "attestation signers file")  # it holds the signers' tokens
     try:
-        data = tomllib.loads(Path(path).read_text())
+        data = tomllib.loads(text)
         found = [AttestSigner(str(s["url"]).rstrip("/"), str(s["token"])) for s in data["signers"]]
-    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
+    except (tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
         raise InvalidInput(f"cannot read attestation signers from {path}: {exc}") from exc
     if not found:
         raise InvalidInput(f"{path} names no signer")

@@ -170,6 +170,7 @@ class Mempool:
         return fee, replaced
 
     def add(self, tx: Tx, fee: int, replaced: set[bytes], height: int) -> None:
+        """Admit tx, evicting what it replaces (its conflicts and their descendants, in any order)."""
         for txid in replaced:
             self.remove_with_descendants(txid)
         self._sequence += 1
@@ -184,9 +185,11 @@ class Mempool:
                 del self.spenders[txin.prevout]
 
     def remove_with_descendants(self, txid: bytes) -> None:
+        """Remove txid and everything that spends it; a txid already gone (evicted with an ancestor) is a no-op."""
+        if txid not in self.entries:
+            return
         for t in [txid, *self.descendants(txid)]:
-            if t in self.entries:
-                self.remove(t)
+            self.remove(t)
 
     def _inputs(self, tx: Tx, chain: ChainView) -> tuple[list[TxOut], list[Coin | None]]:
         """The outputs each input spends (chain or mempool); a mempool parent has no Coin (None)."""

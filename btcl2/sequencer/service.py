@@ -43,7 +43,7 @@ from btcl2.core.errors import AmountOverflow, DustAmount
 from btcl2.core.params import Params
 from btcl2.core.smt import Proof
 from btcl2.core.state import Account, State
-from btcl2.core.transition import BuiltBatch, build_batch, check_withdrawal_script
+from btcl2.core.transition import BuiltBatch, build_batch, check_exit_recipient, check_withdrawal_script
 from btcl2.core.types import Address20, Batch, ExitToEvm, Hash32, SignedTx, Transfer, Withdrawal
 from btcl2.errors import Critical, InvalidInput
 from btcl2.sequencer.adopt import DerivedSnapshot, first_difference, halt_message, rebuild
@@ -182,6 +182,7 @@ class Sequencer:
             if tx.amount < self.params.min_withdrawal_sats:
                 raise DustAmount(f"withdrawal of {tx.amount} below minimum {self.params.min_withdrawal_sats}")
         elif isinstance(tx, ExitToEvm):
+            check_exit_recipient(tx.evm_address)
             if tx.amount < self.params.min_withdrawal_sats:
                 raise DustAmount(f"exit of {tx.amount} below minimum {self.params.min_withdrawal_sats}")
         elif tx.amount == 0:

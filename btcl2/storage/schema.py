@@ -62,6 +62,7 @@ POSTER_META = b"Pm"  # name -> value: next batch to post (u64 BE), last seen Bit
 FED_SIGNED = b"Fs"  # payout txid -> fee u64 LE || unsigned payout encoding
 FED_SIGNED_REF = b"Fr"  # withdrawal ref (kind u8 || id 32) -> txid of the last payout signed for it
 FED_SIGNED_INPUT = b"Fi"  # outpoint (txid + vout u32 LE) -> txid of the last payout signed spending it
+FED_SIGNER_REBUILT = b"Fm"  # -> Bitcoin height u32 BE up to which the record was rebuilt from the chain
 FED_COORD_META = b"Cm"  # b"active" / b"next" -> payout number u64 BE
 FED_COORD_PAYOUT = b"Cp"  # payout number u64 BE -> JSON journal entry
 FED_COORD_WITHDRAWAL = b"Cw"  # withdrawal ref -> number of the latest payout carrying it

@@ -198,7 +198,10 @@ def _parse_recipient(text: str) -> tuple[int, bytes]:
     kinds = {"l2": DepositKind.L2, "evm": DepositKind.EVM}
     if not sep or prefix.lower() not in kinds:
         raise InvalidInput(f"invalid deposit recipient {text!r}: expected l2:0x<address> or evm:0x<address>")
-    return kinds[prefix.lower()], parse_l2_address(rest)
+    kind, addr = kinds[prefix.lower()], parse_l2_address(rest)
+    if kind == DepositKind.EVM and addr == bytes(20):
+        raise InvalidInput("an EVM deposit to the zero address would never be minted: name a real recipient")
+    return kind, addr
 
 
 @click.command("deposit", cls=UserCommand)

@@ -1,12 +1,11 @@
 """Key files: one secp256k1 key with its L2/EVM address and its Bitcoin P2WPKH address.
 
 JSON {"version": 1, "private_key": hex, "l2_address": "0x..", "btc_address": "bcrt1.."}, mode 0600,
-never overwritten. The same file serves as a Bitcoin wallet (`--wallet`) and an L2 signing key (`--key`):
+never overwritten; a key file its group or other users may access is refused on load (btcl2.secretfile). The same file serves as a Bitcoin wallet (`--wallet`) and an L2 signing key (`--key`):
 the L2 address is the Ethereum-style address of the key, the Bitcoin address its P2WPKH address.
 """
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -18,6 +17,7 @@ from btcl2.bitcoin.script import p2wpkh
 from btcl2.core.eip712 import address_from_private_key
 from btcl2.core.types import Address20
 from btcl2.errors import InvalidInput
+from btcl2.secretfile import InsecureSecretFile, SecretFileError, read_secret_file, write_secret_file
 from btcl2.wallet.addresses import to_checksum_address
 
 KEYFILE_VERSION = 1
@@ -101,31 +101,21 @@ class KeyFile:
 
 def write_keyfile(path: Path, keyfile: KeyFile) -> None:
     """Create `path` with mode 0600 and write the key; KeyFileError if it already exists."""
-    text = json.dumps(keyfile.to_json(), indent=2) + "\n"
     try:
         # O_EXCL makes "refuse to overwrite" atomic; the mode is set at creation, never widened.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise KeyFileError(f"{path} already exists; refusing to overwrite a key file") from None
-    except OSError as e:
-        raise KeyFileError(f"cannot create {path}: {e.strerror}") from None
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as e:
-        path.unlink(missing_ok=True)
-        raise KeyFileError(f"cannot write {path}: {e.strerror}") from None
+        write_secret_file(path, json.dumps(keyfile.to_json(), indent=2) + "\n")
+    except SecretFileError as e:
+        raise KeyFileError(str(e).replace("a secret file", "a key file")) from None
 
 
 def load_keyfile(path: Path, network: Network) -> KeyFile:
-    """Read and check a key file written by write_keyfile."""
+    """Read and check a key file written by write_keyfile; InsecureSecretFile if others may access it."""
     try:
-        with path.open("rb") as f:
-            raw = f.read(_MAX_KEYFILE_BYTES + 1)
-    except OSError as e:
-        raise KeyFileError(f"cannot read key file {path}: {e.strerror}") from None
+        raw = read_secret_file(path, "key file")
+    except InsecureSecretFile:
+        raise
+    except SecretFileError as e:
+        raise KeyFileError(str(e)) from None
     if len(raw) > _MAX_KEYFILE_BYTES:
         raise KeyFileError(f"{path}: too large to be a key file")
     try:

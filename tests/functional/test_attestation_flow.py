@@ -38,6 +38,7 @@ from btcl2.core.deposits import DepositKind, deposit_tag_script
 from btcl2.core.exits import exit_records, prove_exit
 from btcl2.core.params import Params
 from btcl2.core.types import Address20, Batch, ExitToEvm, Sats
+from btcl2.secretfile import write_secret_file
 from btcl2.wallet.keyfile import KeyFile, write_keyfile
 
 pytestmark = pytest.mark.functional
@@ -83,8 +84,8 @@ def _signer(tmp: Path, node: RegtestNode, i: int, start: int) -> tuple[list[str]
     secret = tmp / f"attest{i}.key"
     from btcl2.core.attestation import secret_from_seed
 
-    secret.write_text(
-        f"{secret_from_seed(hashlib.sha256(b'btcl2 devnet attestation %d' % i).digest()):064x}\n"
+    write_secret_file(
+        secret, f"{secret_from_seed(hashlib.sha256(b'btcl2 devnet attestation %d' % i).digest()):064x}\n"
     )
     port = free_port()
     lines = [
@@ -98,7 +99,7 @@ def _signer(tmp: Path, node: RegtestNode, i: int, start: int) -> tuple[list[str]
     if i == 3:  # another fee account: this signer's replay cannot match the anchored roots
         lines += ["[params]", 'fee_account = "' + "77" * 20 + '"']
     cfg = tmp / f"signer{i}.toml"
-    cfg.write_text("\n".join(lines) + "\n")
+    write_secret_file(cfg, "\n".join(lines) + "\n")
     cmd = [sys.executable, "-m", "btcl2", "signer", "run", "--key", str(key), "--config", str(cfg)]
     return [*cmd, "--attestation-key", str(secret)], port
 
@@ -137,11 +138,12 @@ def flow(node: RegtestNode, pool: CoinPool, tmp_path_factory: pytest.TempPathFac
             )
             f.signer_urls.append(f"http://127.0.0.1:{sport}")
         signers = tmp / "attest-signers.toml"
-        signers.write_text(
+        write_secret_file(
+            signers,
             "".join(
                 f'[[signers]]\nurl = "{u}"\ntoken = "{TOKEN.format(i)}"\n'
                 for i, u in enumerate(f.signer_urls, 1)
-            )
+            ),
         )
         key = tmp / "poster-key.json"
         write_keyfile(key, POSTER)

@@ -22,6 +22,7 @@ from framework.util import to_sats
 from btcl2.bitcoin.tx import Tx
 from btcl2.core.deposits import Deposit, DepositKind, deposit_tag_script, parse_deposit
 from btcl2.core.params import Params
+from btcl2.secretfile import write_secret_file
 from btcl2.wallet.l2client import L2Client, SequencerUnavailable
 
 pytestmark = pytest.mark.functional
@@ -168,11 +169,13 @@ def test_errors_are_one_line(node: RegtestNode, funded: dict[str, Any], tmp_path
     one_line_error(btcl2(node, *send, "--to", to, "--amount", "1", "--bogus"), "No such option")
     one_line_error(btcl2(node, "wallet", "balance", "--wallet", str(tmp_path / "none.json")), "cannot read")
     garbage = tmp_path / "garbage.json"
-    garbage.write_text("{}")
+    write_secret_file(garbage, "{}")
     one_line_error(btcl2(node, "wallet", "balance", "--wallet", str(garbage)), "unsupported version")
     dep = ["deposit", "--wallet", wallet, "--amount", "0.5"]
     one_line_error(btcl2(node, *dep, "--to", "0x" + "ab" * 20), "l2:0x")
     one_line_error(btcl2(node, *dep, "--to", "l2:0x1234"), "40 hex")
+    # WBTC can never be minted to 0x0: refused before any money leaves.
+    one_line_error(btcl2(node, *dep, "--to", "evm:0x" + "00" * 20), "zero address")
     one_line_error(btcl2(node, *dep[:-1], "0.00001", "--to", "l2:0x" + "ab" * 20), "minimum")
     res = btcl2(node, "wallet", "balance", "--wallet", wallet, "--bitcoin-rpc", "http://127.0.0.1:9/")
     one_line_error(res, "unavailable")

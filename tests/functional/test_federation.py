@@ -9,6 +9,7 @@ another fee account, so its own replay disagrees with the anchored roots.
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -56,6 +57,7 @@ from btcl2.federation.payout import (
     paid_refs,
 )
 from btcl2.federation.views import BitcoinView
+from btcl2.secretfile import write_secret_file
 from btcl2.wallet.keyfile import KeyFile, write_keyfile
 
 pytestmark = pytest.mark.functional
@@ -195,7 +197,7 @@ def _write_signer(
     if i == 3:  # another fee account: this signer's replay of the anchored batches cannot match
         lines += ["[params]", 'fee_account = "' + "77" * 20 + '"']
     config = tmp / f"signer{i}.toml"
-    config.write_text("\n".join(lines) + "\n")
+    write_secret_file(config, "\n".join(lines) + "\n")
     return key_path, config, port
 
 
@@ -300,7 +302,7 @@ def _start_coordinator(st: Stack, failpoint: str | None = None) -> subprocess.Po
         f"{signers}"
     )
     cfg = st.tmp / "coordinator.toml"
-    cfg.write_text(text)
+    write_secret_file(cfg, text, replace=True)
     env = dict(os.environ)
     env.pop("BTCL2_FAILPOINT", None)
     if failpoint is not None:
@@ -347,9 +349,8 @@ def _evm_finalize(st: Stack) -> None:
         st.evm.rpc("evm_mine")
 
 
-def _burn(st: Stack) -> WithdrawalRef:
-    dest = new_key()
-    ref, _ = _burn_ref(st, BURN, dest.p2wpkh_script)
+def _burn(st: Stack, script: bytes | None = None) -> WithdrawalRef:
+    ref, _ = _burn_ref(st, BURN, script or new_key().p2wpkh_script)
     _evm_finalize(st)
     st.burns.append(ref)
     return ref
@@ -601,3 +602,54 @@ def test_payout_passes_testmempoolaccept(stack: Stack) -> None:
     assert accept["allowed"], accept
     assert script_to_address(PARAMS.federation_script_pubkey, REGTEST) is not None
     _stop_coordinator(st)
+
+
+def _restart_signer(st: Stack, i: int, wipe: bool) -> None:
+    """Stop signer i and start it again, with its database deleted when `wipe` (a lost signer record)."""
+    proc = st.signers[i - 1]
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(10)
+    if wipe:
+        shutil.rmtree(st.tmp / f"signer{i}")
+    cmd = [sys.executable, "-m", "btcl2", "signer", "run"]
+    cmd += ["--key", str(st.tmp / f"signer{i}.key"), "--config", str(st.tmp / f"signer{i}.toml")]
+    log = (st.tmp / f"signer{i}.log").open("ab")
+    st.signers[i - 1] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    token = f"signer-token-{i}-0123456789"
+    _wait(lambda: _answers(st.signer_urls[i - 1], token), f"signer {i} restarted")
+
+
+def test_signer_with_a_lost_record_does_not_sign_a_second_payout(stack: Stack) -> None:
+    """A signer restarted on an empty database must not sign a second payout for a withdrawal it signed.
+
+    Payout A (signed by signers 2 and 3) is in the mempool; signer 2 loses its database and restarts. Asked
+    to pay the same withdrawal again from another federation coin — a transaction that could confirm beside
+    A and pay it twice — it refuses, because it rebuilt its record from its node before serving.
+    """
+    st = stack
+    _stop_coordinator(st)
+    dest = new_key().p2wpkh_script
+    ref = _burn(st, dest)
+    item = PayoutItem(ref, dest, BURN)
+    coins = sorted(BitcoinView(st.node.rpc, PARAMS).federation_coins(1), key=lambda c: c.amount)
+    assert len(coins) >= 2 and coins[-2].amount > 2 * BURN
+    first = build_payout([item], [coins[-1]], PARAMS, 2)
+    amounts = [coins[-1].amount]
+    sigs: dict[bytes, list[bytes]] = {}
+    for i in (2, 3):
+        code, answer = _ask(st, i, first, amounts)
+        assert code == 200, answer
+        sigs[bytes.fromhex(answer["pubkey"])] = [bytes.fromhex(s) for s in answer["signatures"]]
+    _send(st.node, finalize(first, sigs, PARAMS))
+    assert first.txid_hex in st.node.call("getrawmempool")
+
+    _restart_signer(st, 2, wipe=True)
+    second = build_payout([item], [coins[-2]], PARAMS, 2)
+    code, answer = _ask(st, 2, second, [coins[-2].amount])
+    assert (code, answer.get("error")) == (409, "ConflictingPayout"), answer
+    assert first.txid_hex in answer["message"]
+    # The payout it did sign is still its own: asked again for it, it signs (the coordinator's retry).
+    assert _ask(st, 2, first, amounts)[0] == 200
+    mine(st.node, 1, MINER.p2wpkh_address)
+    assert paid_refs(Tx.from_hex(st.node.call("getrawtransaction", first.txid_hex)), PARAMS) == (ref,)

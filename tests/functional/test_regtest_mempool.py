@@ -382,3 +382,42 @@ def test_decoderawtransaction(node: RegtestNode, pool: CoinPool) -> None:
     assert {k: raw[k] for k in TX_FIELDS} == dec
     assert_rpc_error(-22, "TX decode failed", node.rpc.call, "decoderawtransaction", "0000")
     assert to_sats(out["value"]) == coin.value - 1_500
+
+
+def _chain_of_spends(node: RegtestNode, coin: Coin, fees: list[int]) -> list[str]:
+    """A parent spending coin and a line of descendants, each spending the previous one's output 0."""
+    txids = []
+    for fee in fees:
+        dest = new_key()
+        txid, _ = spend_coinbase(node, coin, dest.p2wpkh_address, fee=fee)
+        txids.append(txid)
+        coin = Coin(txid, 0, coin.value - fee, dest.p2wpkh_script.hex(), dest)
+    return txids
+
+
+def test_replacement_evicts_parent_and_descendants(node: RegtestNode, pool: CoinPool) -> None:
+    """Replacing a parent with in-mempool descendants evicts the whole line and admits the replacement.
+
+    The replacement must pay for everything it evicts (BIP125 rules 3 and 4 over the conflicts and their
+    descendants). The eviction order must not matter, so the scenario runs several times with fresh txids.
+    """
+    replacements = []
+    for _ in range(4):
+        coin = pool.take()
+        line = _chain_of_spends(node, coin, [1_000, 2_000, 3_000])
+        # Pays more than the parent alone but less than the parent and its descendants: rule 3.
+        _, cheap = spend_coinbase(node, coin, new_key().p2wpkh_address, fee=5_000, broadcast=False)
+        err = assert_rpc_error(-26, None, node.rpc.call, "sendrawtransaction", cheap)
+        assert err.message == (
+            f"insufficient fee, rejecting replacement {Tx.from_hex(cheap).txid_hex}, "
+            "less fees than conflicting txs; 0.00005 < 0.00006"
+        )
+        assert set(line) <= set(node.rpc.call("getrawmempool"))
+        replacement, _ = spend_coinbase(node, coin, new_key().p2wpkh_address, fee=20_000)
+        mempool = set(node.rpc.call("getrawmempool"))
+        assert replacement in mempool
+        assert not set(line) & mempool
+        assert node.rpc.call("getmempoolentry", replacement)["fees"]["base"] == btc(20_000)
+        replacements.append(replacement)
+    block = mine(node, 1, pool.key.p2wpkh_address)[0]
+    assert set(replacements) <= set(node.rpc.call("getblock", block)["tx"])

@@ -44,6 +44,7 @@ from btcl2.core.deposits import DepositKind, deposit_tag_script
 from btcl2.core.params import Params
 from btcl2.errors import Temporary
 from btcl2.failpoints import FAILPOINT_ENV, FAILPOINT_EXIT_CODE
+from btcl2.secretfile import write_secret_file
 from btcl2.storage.db import Database
 
 pytestmark = pytest.mark.functional
@@ -101,11 +102,13 @@ class RelayerProcess:
 
     def __init__(self, datadir: Path, node: RegtestNode, anvil: Anvil, stack: Deployment, key: str) -> None:
         self.datadir = datadir
+        key_file = datadir.with_name(datadir.name + ".key")  # a secret never goes on the command line
+        write_secret_file(key_file, key + "\n", replace=True)
         self.args = [
             sys.executable, "-m", "btcl2", "relayer", "run", "--datadir", str(datadir),
             "--bitcoin-rpc", node.url, "--bitcoin-cookie", str(node.cookie_file),
             "--evm-rpc", anvil.url, "--bridge", stack.bridge.address,
-            "--light-client", stack.light_client.address, "--key", key, "--poll-interval", "0.2",
+            "--light-client", stack.light_client.address, "--key", str(key_file), "--poll-interval", "0.2",
             # Deposits of earlier tests are left alone: each test counts only its own mints.
             "--start-height", str(node.rpc.call("getblockcount")),
         ]  # fmt: skip
@@ -483,9 +486,9 @@ def test_cli_deploy_deposit_wait_and_withdraw(
     evm: EvmClient, anvil: Anvil, node: RegtestNode, pool: CoinPool, tmp_path: Path
 ) -> None:
     out = tmp_path / "addresses.json"
-    deployed = cli_json(
-        "evm", "deploy", "--evm-rpc", anvil.url, "--key", ANVIL_DEV_KEYS[0], "--out", str(out)
-    )
+    deployer = tmp_path / "deployer.key"
+    write_secret_file(deployer, ANVIL_DEV_KEYS[0] + "\n")
+    deployed = cli_json("evm", "deploy", "--evm-rpc", anvil.url, "--key", str(deployer), "--out", str(out))
     assert json.loads(out.read_text())["Bridge"] == deployed["Bridge"]
     assert (
         deployed["deploy_block"]

@@ -12,6 +12,7 @@ from btcl2.core.deposits import (
     REASON_MALFORMED_TAG,
     REASON_MISSING_TAG,
     REASON_MULTIPLE_TAGS,
+    REASON_ZERO_EVM_RECIPIENT,
     Deposit,
     DepositKind,
     RejectedDeposit,
@@ -140,6 +141,19 @@ def test_rejected_deposits(outs: tuple[TxOut, ...], reason: str) -> None:
     assert isinstance(result, RejectedDeposit)
     assert result.reason.startswith(reason)
     assert result.outpoint == OutPoint(tx.txid, 0) and result.amount == outs[0].value
+
+
+def test_evm_tag_naming_zero_address_is_rejected() -> None:
+    """WBTC can never be minted to 0x0, so such a payment is a rejected (reported, unclaimed) deposit."""
+    zero = b"\x00" * 20
+    tx = _tx(TxOut(50_000, FED), TxOut(0, deposit_tag_script(DepositKind.EVM, zero)))
+    result = parse_deposit(tx, FED, PARAMS)
+    assert result == RejectedDeposit(OutPoint(tx.txid, 0), Sats(50_000), REASON_ZERO_EVM_RECIPIENT)
+    # An L2 account 0x0 is an account like any other: the rule is about what the Bridge can mint to.
+    l2 = parse_deposit(
+        _tx(TxOut(50_000, FED), TxOut(0, deposit_tag_script(DepositKind.L2, zero))), FED, PARAMS
+    )
+    assert isinstance(l2, Deposit) and l2.recipient == zero
 
 
 def test_coinbase_rejected() -> None:

@@ -22,6 +22,7 @@ from btcl2.core.errors import (
     NonStandardScript,
     RootMismatch,
     TooManyTransactions,
+    ZeroRecipient,
 )
 from btcl2.core.params import Params
 from btcl2.core.smt import EMPTY_ROOT
@@ -32,7 +33,16 @@ from btcl2.core.transition import (
     apply_transaction,
     build_batch,
 )
-from btcl2.core.types import Address20, DepositCredit, Hash32, Sats, SignedTx, Transfer, Withdrawal
+from btcl2.core.types import (
+    Address20,
+    DepositCredit,
+    ExitToEvm,
+    Hash32,
+    Sats,
+    SignedTx,
+    Transfer,
+    Withdrawal,
+)
 from btcl2.errors import InvalidInput
 
 PARAMS = Params()
@@ -56,6 +66,10 @@ def funded(amount: int = 1_000_000) -> State:
 
 def _transfer(k: int, to: Address20, amount: int, fee: int = 10, nonce: int = 0) -> SignedTx:
     return sign(Transfer(to, Sats(amount), Sats(fee), nonce), KEYS[k], PARAMS.l2_chain_id)
+
+
+def _exit(k: int, to: bytes, amount: int = 20_000, fee: int = 10, nonce: int = 0) -> SignedTx:
+    return sign(ExitToEvm(Sats(amount), Sats(fee), nonce, Address20(to)), KEYS[k], PARAMS.l2_chain_id)
 
 
 def _withdraw(k: int, amount: int, script: bytes = P2WPKH, fee: int = 10, nonce: int = 0) -> SignedTx:
@@ -104,6 +118,8 @@ def test_withdrawal() -> None:
         (_transfer(0, ADDRS[1], MAX_MONEY, fee=1), AmountOverflow),
         (_transfer(0, ADDRS[1], MAX_MONEY + 1, fee=0), AmountOverflow),
         (_withdraw(0, 9_999), DustAmount),
+        (_exit(0, b"\x00" * 20), ZeroRecipient),
+        (_exit(0, b"\x00" * 20, amount=9_999), ZeroRecipient),
         (_withdraw(0, 20_000, script=bytes.fromhex("6a0100")), NonStandardScript),
         (_withdraw(0, 20_000, script=b"\x51"), NonStandardScript),
         (_withdraw(0, 20_000, script=bytes.fromhex("5220" + "11" * 32)), NonStandardScript),
@@ -302,3 +318,20 @@ def test_build_batch_with_known_senders_equals_recovering() -> None:
     assert known.batch == plain.batch and known.state.root == plain.state.root
     with pytest.raises(ValueError):
         build_batch(b0.state, PARAMS, [], txs, ORIGIN, 5, senders=senders[:1])
+
+
+def test_exit_to_zero_address_invalidates_a_batch() -> None:
+    """A batch holding an exit to 0x0 is invalid: the Bridge could never mint it, so the BTC would be lost.
+
+    The batch is built with an exit to a real address and the exit then swapped for one to 0x0 (same
+    sender, amount, fee and nonce, so the same post-state): only the new rule rejects it.
+    """
+    state = funded()
+    good = build_batch(state, PARAMS, [], [_exit(0, b"\x11" * 20)], ORIGIN, 1000).batch
+    txs = (_exit(0, b"\x00" * 20),)
+    from btcl2.core.transition import transactions_root
+
+    header = replace(good.header, transactions_root=transactions_root(txs))
+    with pytest.raises(ZeroRecipient):
+        apply_batch(state, replace(good, header=header, transactions=txs), PARAMS)
+    assert apply_batch(state, good, PARAMS).root == good.header.post_state_root

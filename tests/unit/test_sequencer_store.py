@@ -6,11 +6,11 @@ import pytest
 
 from btcl2.bitcoin.tx import OutPoint
 from btcl2.core import eip712
-from btcl2.core.errors import BadSignature, InsufficientBalance
+from btcl2.core.errors import BadSignature, InsufficientBalance, ZeroRecipient
 from btcl2.core.params import Params
 from btcl2.core.smt import Proof, verify_proof
 from btcl2.core.state import Account
-from btcl2.core.types import Address20, Hash32, Sats, Transfer
+from btcl2.core.types import Address20, ExitToEvm, Hash32, Sats, Transfer
 from btcl2.sequencer.service import BatchOutOfHistory, NotFound, Sequencer, ZeroAmount
 from btcl2.sequencer.store import DepositRecord, DepositStatus, SequencerStore
 from btcl2.storage.db import Database
@@ -106,6 +106,9 @@ def test_rejections_change_nothing(tmp_path: Path) -> None:
             seq.submit(_transfer(KEY_A, B, 50_000, 1, 0))
         with pytest.raises(ZeroAmount):
             seq.submit(_transfer(KEY_A, B, 0, 1, 0))
+        with pytest.raises(ZeroRecipient):
+            exit_tx = ExitToEvm(Sats(20_000), Sats(1), 0, Address20(bytes(20)))
+            seq.submit(eip712.sign(exit_tx, KEY_A, PARAMS.l2_chain_id).encode())
         raw = bytearray(_transfer(KEY_A, B, 10, 1, 0))
         raw[-1] = 29  # v outside {27, 28}
         with pytest.raises(BadSignature):

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from btcl2.errors import Critical
+from btcl2.federation.store import SignerStore
 from btcl2.storage.db import CorruptDatabase, Database
 
 
@@ -46,6 +47,18 @@ def test_corrupted_table_file_is_detected_at_open(tmp_path: Path) -> None:
     table.write_bytes(bytes(data))
     with pytest.raises(CorruptDatabase, match="Move it aside"):
         Database(path)
+
+
+def test_a_signer_record_is_never_to_be_moved_aside(tmp_path: Path) -> None:
+    """A signer's record cannot be rebuilt from a source of truth: its recovery text must not say it can."""
+    path = tmp_path / "signer"
+    _fill(path)
+    (path / "CURRENT").write_text("MANIFEST-999999\n")
+    with pytest.raises(CorruptDatabase) as e:
+        SignerStore(path)
+    message = str(e.value)
+    assert "Move it aside" not in message
+    assert "Do NOT delete it" in message and "double payment" in message and "backup" in message
 
 
 def test_truncated_table_file_is_detected_at_open(tmp_path: Path) -> None:

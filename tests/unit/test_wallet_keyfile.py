@@ -12,6 +12,7 @@ from btcl2.bitcoin.keys import PrivateKey
 from btcl2.bitcoin.script import p2wpkh
 from btcl2.core.eip712 import address_from_private_key
 from btcl2.errors import InvalidInput
+from btcl2.secretfile import write_secret_file
 from btcl2.wallet.addresses import parse_btc_address, parse_l2_address, to_checksum_address
 from btcl2.wallet.keyfile import KeyFile, KeyFileError, load_keyfile, write_keyfile
 
@@ -66,7 +67,7 @@ def test_rejects_bad_files(tmp_path: Path, mutate: object, fragment: str) -> Non
     data = KeyFile(PrivateKey(SECRET), REGTEST).to_json()
     mutate(data)  # type: ignore[operator]
     path = tmp_path / "k.json"
-    path.write_text(json.dumps(data))
+    write_secret_file(path, json.dumps(data))
     with pytest.raises(KeyFileError, match=fragment):
         load_keyfile(path, REGTEST)
 
@@ -74,10 +75,10 @@ def test_rejects_bad_files(tmp_path: Path, mutate: object, fragment: str) -> Non
 def test_rejects_unreadable_and_non_json(tmp_path: Path) -> None:
     with pytest.raises(KeyFileError, match="cannot read"):
         load_keyfile(tmp_path / "missing.json", REGTEST)
-    (tmp_path / "bad.json").write_text("not json")
+    write_secret_file(tmp_path / "bad.json", "not json")
     with pytest.raises(KeyFileError, match="not a JSON"):
         load_keyfile(tmp_path / "bad.json", REGTEST)
-    (tmp_path / "list.json").write_text("[]")
+    write_secret_file(tmp_path / "list.json", "[]")
     with pytest.raises(KeyFileError, match="not a JSON object"):
         load_keyfile(tmp_path / "list.json", REGTEST)
 
