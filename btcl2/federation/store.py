@@ -12,7 +12,8 @@ Coordinator:
 
     Cm + b"active" -> payout number u64 BE                        the payout in flight (absent: none)
     Cm + b"next"   -> next payout number u64 BE
-    Cp + number    -> JSON journal entry (PayoutJournal)          one per payout, rewritten at each step
+    Cp + number    -> JSON journal entry (PayoutJournal)          one per payout, rewritten at each step;
+                                                                  a DEAD entry names the payout rebuilding it
     Cw + ref (33)  -> payout number u64 BE                        which payout carries a withdrawal
     Cd + ref (33)  -> txid of the payout that paid it (F confirmations)
 
