@@ -86,6 +86,8 @@ class Coordinator:
             self.evm = EvmView(EvmClient(config.evm_rpc), config.bridge, config.evm_confirmations)
         self.pending_refs: set[WithdrawalRef] = set()
         self.refusals: dict[str, str] = {}
+        self._death_scanned: tuple[int, str] | None = None
+        """(payout number, best block) of the last fruitless search for a proof of death."""
 
     # --- discovery ---------------------------------------------------------------------------------
 
@@ -146,7 +148,12 @@ class Coordinator:
                 "payout %d: an input is gone, and no origins were journaled to prove why", entry.number
             )
             return None
-        return prove_dead(self.bitcoin.rpc, tx, entry.origins, self.params)
+        scan = (entry.number, str(self.bitcoin.rpc.call("getbestblockhash")))
+        if scan == self._death_scanned:
+            return None  # nothing new to scan until the chain moves
+        reason = prove_dead(self.bitcoin.rpc, tx, entry.origins, self.params)
+        self._death_scanned = None if reason is not None else scan
+        return reason
 
     def mark_dead(self, entry: PayoutJournal, reason: str) -> None:
         """Journal the payout DEAD with its reason (it stays the one in flight until rebuilt)."""
