@@ -143,14 +143,13 @@ class Coordinator:
         tx = entry.current.tx
         if all(self.bitcoin.utxo(i.prevout) is not None for i in tx.vin) or self._mined(entry) is not None:
             return None
-        if entry.origins is None:
-            log.warning(
-                "payout %d: an input is gone, and no origins were journaled to prove why", entry.number
-            )
-            return None
         scan = (entry.number, str(self.bitcoin.rpc.call("getbestblockhash")))
         if scan == self._death_scanned:
             return None  # nothing new to scan until the chain moves
+        if entry.origins is None:
+            log.warning("payout %d: an input is gone; no origins were journaled to prove why", entry.number)
+            self._death_scanned = scan
+            return None
         reason = prove_dead(self.bitcoin.rpc, tx, entry.origins, self.params)
         self._death_scanned = None if reason is not None else scan
         return reason
