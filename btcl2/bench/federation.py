@@ -28,6 +28,7 @@ from btcl2.bitcoin.tx import OutPoint, Tx, TxIn, TxOut
 from btcl2.core.params import Params
 from btcl2.federation.config import SignerConfig, SignerEndpoint
 from btcl2.federation.coordinator import request_signature
+from btcl2.federation.death import PayoutOrigins, read_origins
 from btcl2.federation.payout import (
     FederationCoin,
     PayoutItem,
@@ -85,6 +86,10 @@ class _Views:
     def l2(self) -> L2Snapshot:
         return L2Snapshot("", 0)
 
+    def origins(self, outpoints: list[OutPoint]) -> PayoutOrigins:
+        rpc = self._bitcoin.rpc
+        return read_origins(rpc, outpoints, str(rpc.call("getbestblockhash")))
+
 
 def _fund_federation(node: RegtestNode, n: int) -> list[FederationCoin]:
     """Mine to a key, then pay `n` federation outputs of 1 BTC from one mature coinbase."""
@@ -98,7 +103,8 @@ def _fund_federation(node: RegtestNode, n: int) -> list[FederationCoin]:
     tx = Tx(2, (TxIn(op),), outs, 0)
     signed = sign_transaction(tx, [key], {op: PrevoutInfo(spk, cb.vout[0].value)}).tx
     node.call("sendrawtransaction", signed.hex())
-    node.call("generatetoaddress", 1, script_to_address(spk, REGTEST))
+    # Payouts spend only coins K deep (docs/PROTOCOL.md, "Federation").
+    node.call("generatetoaddress", PARAMS.k_deposit_confs, script_to_address(spk, REGTEST))
     return [FederationCoin(OutPoint(signed.txid, i), 100_000_000) for i in range(n)]
 
 

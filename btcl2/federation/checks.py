@@ -5,6 +5,7 @@ Bitcoin) and its own record of what it signed; nothing the coordinator says is b
 transaction itself, whose every claim is checked here.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -17,12 +18,13 @@ from btcl2.federation.errors import (
     InputNotUnspent,
     NotCanonical,
     NotFederationInput,
+    ShallowInput,
     UnknownWithdrawal,
     WrongPayout,
 )
 from btcl2.federation.payout import ParsedPayout, PayoutItem, WithdrawalKind, WithdrawalRef, min_change
 from btcl2.federation.store import SignedPayout
-from btcl2.federation.views import L2Snapshot, Utxo
+from btcl2.federation.views import COINBASE_MATURITY, L2Snapshot, Utxo, spendable_depth
 
 MIN_RELAY_FEE_RATE = 1
 """sat/vB: Bitcoin Core's default minimum relay fee; a payout below it would never propagate."""
@@ -36,8 +38,8 @@ class SignerPolicy:
     """Most sat/vB it signs."""
     max_fee_sats: int = 1_000_000
     """Most absolute fee per payout."""
-    min_input_confirmations: int = 1
-    """Confirmations each spent federation output needs."""
+    min_input_confirmations: int = 0
+    """Confirmations each spent federation output needs; never fewer than K (see `input_depth`)."""
 
 
 class Views(Protocol):
@@ -76,8 +78,16 @@ def check_fee(p: ParsedPayout, policy: SignerPolicy) -> None:
         raise FeeOutOfRange(f"fee {p.fee} sats exceeds the limit of {policy.max_fee_sats}")
 
 
+def input_depth(configured: int, params: Params) -> int:
+    """Confirmations a payout input needs: `configured`, but at least K. A payout spending a shallower
+    coin (a deposit not yet credited) could be invalidated by a reorg that double-spends that deposit."""
+    return max(configured, params.k_deposit_confs)
+
+
 def check_inputs(p: ParsedPayout, views: Views, params: Params, policy: SignerPolicy) -> None:
-    """Every input is an unspent, confirmed federation output of the declared amount; none is superfluous."""
+    """Every input is an unspent federation output of the declared amount, at least K deep (a coinbase
+    mature); none is superfluous."""
+    depth = input_depth(policy.min_input_confirmations, params)
     for txin, amount in zip(p.tx.vin, p.amounts, strict=True):
         where = f"{txin.prevout.txid_hex}:{txin.prevout.vout}"
         utxo = views.utxo(txin.prevout)
@@ -87,8 +97,10 @@ def check_inputs(p: ParsedPayout, views: Views, params: Params, policy: SignerPo
             raise NotFederationInput(f"input {where} does not pay the federation script")
         if utxo.amount != amount:
             raise NotFederationInput(f"input {where} holds {utxo.amount} sats, the request says {amount}")
-        if utxo.confirmations < policy.min_input_confirmations:
-            raise InputNotUnspent(f"input {where} has {utxo.confirmations} confirmations")
+        if not spendable_depth(utxo.confirmations, utxo.coinbase, depth):
+            need = max(depth, COINBASE_MATURITY) if utxo.coinbase else depth
+            kind = "coinbase output" if utxo.coinbase else "output"
+            raise ShallowInput(f"input {where} is a {kind} with {utxo.confirmations} of {need} confirmations")
     payouts = sum(i.amount for i in p.items)
     # Deterministic selection stops at the first coin that covers everything: no input may be spare.
     if len(p.amounts) > 1 and sum(p.amounts) - min(p.amounts) >= payouts + p.fee + min_change(params):
@@ -136,36 +148,51 @@ def check_withdrawals(p: ParsedPayout, views: Views, params: Params) -> None:
             raise AlreadyPaid(f"{ref.text} was paid by Bitcoin transaction {paid_by}")
 
 
-def check_history(p: ParsedPayout, records: Records) -> None:
-    """Never a second transaction for a withdrawal or input, except the same one or an RBF replacement of it.
+def _is_replacement(p: ParsedPayout, old: SignedPayout) -> bool:
+    """Same inputs, same payout outputs and tag (only the change and fee differ)."""
+    n = len(p.items)
+    same_inputs = [i.prevout for i in old.tx.vin] == [i.prevout for i in p.tx.vin]
+    return same_inputs and old.tx.vout[:n] == p.tx.vout[:n] and old.tx.vout[-1] == p.tx.vout[-1]
+
+
+def check_history(
+    p: ParsedPayout, records: Records, prove_dead: Callable[[SignedPayout], str | None]
+) -> tuple[bytes, ...]:
+    """Never a second live transaction for a withdrawal or input: only the same one, an RBF replacement of
+    it, or a rebuild of payouts that are provably dead.
 
     A replacement spends exactly the same inputs, pays exactly the same outputs to the same withdrawals,
-    and pays a higher fee (a smaller change).
+    and pays a higher fee (a smaller change). Any other transaction is signed only when `prove_dead` (the
+    signer's own node, btcl2.federation.death) shows every payout signed before for its withdrawals or
+    inputs can never confirm. Returns the txids of those dead predecessors (empty otherwise).
     """
     txid = p.tx.txid
+    if records.signed(txid) is not None:
+        return ()  # signing the very same transaction again adds no spend
     prior = {records.by_ref(i.ref) for i in p.items} | {records.by_input(t.prevout) for t in p.tx.vin}
     prior.discard(None)
-    if not prior or prior == {txid}:
-        return
-    if len(prior) > 1:
-        raise ConflictingPayout(
-            f"withdrawals or inputs were signed before in {len(prior)} other payouts: "
-            + ", ".join(sorted(t[::-1].hex() for t in prior if t))
-        )
-    (old_txid,) = prior
-    assert old_txid is not None
-    old = records.signed(old_txid)
-    if old is None:
-        raise ConflictingPayout(f"record of payout {old_txid[::-1].hex()} is missing")
-    same_inputs = [i.prevout for i in old.tx.vin] == [i.prevout for i in p.tx.vin]
-    n = len(p.items)
-    same_payouts = old.tx.vout[:n] == p.tx.vout[:n] and old.tx.vout[-1] == p.tx.vout[-1]
-    if not (same_inputs and same_payouts):
-        raise ConflictingPayout(
-            f"payout {old_txid[::-1].hex()} was signed for these withdrawals or inputs; this transaction "
-            "is not a replacement of it (other inputs or outputs)"
-        )
-    if p.fee <= old.fee:
-        raise ConflictingPayout(
-            f"replacement of {old_txid[::-1].hex()} must pay more than its fee {old.fee}, pays {p.fee}"
-        )
+    if not prior:
+        return ()
+    olds: dict[bytes, SignedPayout] = {}
+    for old_txid in sorted(t for t in prior if t is not None):
+        old = records.signed(old_txid)
+        if old is None:
+            raise ConflictingPayout(f"record of payout {old_txid[::-1].hex()} is missing")
+        olds[old_txid] = old
+    if len(olds) == 1:
+        ((old_txid, old),) = olds.items()
+        if _is_replacement(p, old):
+            if p.fee <= old.fee:
+                raise ConflictingPayout(
+                    f"replacement of {old_txid[::-1].hex()} must pay more than its fee {old.fee}, pays {p.fee}"
+                )
+            return ()
+    for old_txid, old in olds.items():
+        reason = prove_dead(old)
+        if reason is None:
+            raise ConflictingPayout(
+                f"payout {old_txid[::-1].hex()} was signed for these withdrawals or inputs; this transaction "
+                "is neither an RBF replacement of it (same inputs and outputs) nor a rebuild after its death "
+                "(a conflicting spend at least K blocks deep on this signer's node)"
+            )
+    return tuple(olds)

@@ -381,13 +381,15 @@ def status(
     if found is None:
         fail(f"the coordinator does not know withdrawal {ref.text} (not final yet, or never requested)")
     text = found["status"]
-    if text == "signed":
-        text = f"signed {found['signatures']}/{found['m']}"
+    if text in ("signing", "signed"):
+        text = f"{text} {found['signatures']}/{found['m']}"
     lines = [f"{ref.text}: {text}"]
     if found.get("txid"):
         lines.append(f"bitcoin txid: {found['txid']}")
     if found.get("reconcile"):
         lines.append(f"RECONCILE: paid on Bitcoin, but {found['reconcile']}")
+    for dead in found.get("dead", []):
+        lines.append(f"dead payout {dead['payout']} ({dead['txid']}): {dead['reason']}")
     emit(as_json, found, lines)
 
 

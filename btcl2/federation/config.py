@@ -55,8 +55,9 @@ class SignerConfig:
     """Most sat/vB signed."""
     max_fee_sats: int = 1_000_000
     """Most absolute fee per payout."""
-    min_input_confirmations: int = 1
-    """Confirmations each spent federation output needs."""
+    min_input_confirmations: int = 0
+    """Confirmations each spent federation output needs beyond the floor of K (`k_deposit_confs`): the
+    depth enforced is the larger of the two (coinbases also need 100)."""
     attestation_key_file: str | None = None
     """File with this member's BLS attestation secret (64 hex digits); None: it does not attest batches."""
     params: Params = field(default_factory=Params)
@@ -106,8 +107,9 @@ class CoordinatorConfig:
     """Blocks without confirmation before a fee bump."""
     poll_interval: float = 1.0
     """Seconds between steps when idle."""
-    min_input_confirmations: int = 1
-    """Confirmations a federation output needs before a payout spends it."""
+    min_input_confirmations: int = 0
+    """Confirmations a federation output needs before a payout spends it; the depth used is the larger of
+    this and K (`k_deposit_confs`), and coinbases also need 100."""
     host: str = "127.0.0.1"
     """Status API listen address."""
     port: int = 8710

@@ -3,13 +3,17 @@ signatures, broadcasts, follows the payout to F confirmations (bumping its fee b
 confirms EVM payouts on the Bridge, and marks every withdrawal paid.
 
 Every step is journaled (btcl2.federation.store.CoordinatorStore) before its effect leaves the process,
-and on restart the journaled payout is resumed, never rebuilt: signers sign the identical transaction
-again, a rebroadcast is harmless, and confirmPayout is checked against the Bridge before it is sent. The
-coordinator holds no key of the multisig and is trusted with nothing: a payout it builds wrongly is
-refused by the signers.
+and on restart the journaled payout is resumed: signers sign the identical transaction again, a
+rebroadcast is harmless, and confirmPayout is checked against the Bridge before it is sent. The one
+payout that is rebuilt is a dead one: when an input of the payout in flight is gone and a conflicting
+spend at least K deep proves it can never confirm (btcl2.federation.death), the entry is journaled DEAD
+with the reason, then its withdrawals are journaled into a new payout from other coins (one write), which
+signers accept only after proving the death on their own nodes. The coordinator holds no key of the
+multisig and is trusted with nothing: a payout it builds wrongly is refused by the signers.
 
 Named failpoints (`btcl2/failpoints.py`, `BTCL2_FAILPOINT=<name>` kills the process there, for crash tests):
-`coordinator.proposed`, `.signed`, `.broadcast`, `.confirmed`, `.evm_confirmed`, `.done`.
+`coordinator.proposed`, `.signed`, `.broadcast`, `.confirmed`, `.evm_confirmed`, `.done`, `.dead`,
+`.rebuilt`.
 """
 
 import asyncio
@@ -26,8 +30,10 @@ from btcl2.bitcoin.tx import Tx, TxOut
 from btcl2.bridge.evm import ContractRevert, EvmClient, account
 from btcl2.errors import BtcL2Error, Critical, Temporary
 from btcl2.failpoints import failpoint
+from btcl2.federation.checks import input_depth
 from btcl2.federation.client import post_to_signer
 from btcl2.federation.config import CoordinatorConfig, SignerEndpoint
+from btcl2.federation.death import PayoutOrigins, prove_dead, read_origins
 from btcl2.federation.errors import SignerUnavailable
 from btcl2.federation.payout import (
     PayoutItem,
@@ -43,6 +49,7 @@ from btcl2.federation.payout import (
 from btcl2.federation.store import (
     BROADCAST,
     CONFIRMED,
+    DEAD,
     DONE,
     PROPOSED,
     SIGNED,
@@ -80,6 +87,8 @@ class Coordinator:
             self.evm = EvmView(EvmClient(config.evm_rpc), config.bridge, config.evm_confirmations)
         self.pending_refs: set[WithdrawalRef] = set()
         self.refusals: dict[str, str] = {}
+        self._death_scanned: tuple[int, str] | None = None
+        """(payout number, best block) of the last fruitless search for a proof of death."""
 
     # --- discovery ---------------------------------------------------------------------------------
 
@@ -104,15 +113,56 @@ class Coordinator:
         items = self.pending()
         if not items:
             return None
-        coins = self.bitcoin.federation_coins(self.config.min_input_confirmations)
+        amounts, tx, fee, origins = self._build(items)
+        entry = self.store.propose(items, amounts, tx, fee, time.time(), origins)
+        log.info("payout %d proposed: %s, %d withdrawals, fee %d", entry.number, tx.txid_hex, len(items), fee)
+        failpoint("coordinator.proposed")
+        return entry
+
+    def _build(self, items: list[PayoutItem]) -> tuple[list[int], Tx, int, PayoutOrigins]:
+        """The payout of `items` from coins at least K deep (coinbases mature), and its inputs' origins."""
+        depth = input_depth(self.config.min_input_confirmations, self.params)
+        coins = self.bitcoin.federation_coins(depth)
         selected = select_coins(coins, items, self.params, self.config.fee_rate)
         tx = build_payout(items, selected, self.params, self.config.fee_rate)
         value = {c.outpoint: c.amount for c in selected}
         amounts = [value[i.prevout] for i in tx.vin]
         fee = sum(amounts) - sum(o.value for o in tx.vout)
-        entry = self.store.propose(items, amounts, tx, fee, time.time())
-        log.info("payout %d proposed: %s, %d withdrawals, fee %d", entry.number, tx.txid_hex, len(items), fee)
-        failpoint("coordinator.proposed")
+        rpc = self.bitcoin.rpc
+        origins = read_origins(rpc, [i.prevout for i in tx.vin], str(rpc.call("getbestblockhash")))
+        return amounts, tx, fee, origins
+
+    # --- dead payouts ------------------------------------------------------------------------------
+
+    def _death(self, entry: PayoutJournal) -> str | None:
+        """Why the payout in flight can never confirm, or None (looked for only once an input is gone)."""
+        tx = entry.current.tx
+        if all(self.bitcoin.utxo(i.prevout) is not None for i in tx.vin) or self._mined(entry) is not None:
+            return None
+        scan = (entry.number, str(self.bitcoin.rpc.call("getbestblockhash")))
+        if scan == self._death_scanned:
+            return None  # nothing new to scan until the chain moves
+        if entry.origins is None:
+            log.warning("payout %d: an input is gone; no origins were journaled to prove why", entry.number)
+            self._death_scanned = scan
+            return None
+        reason = prove_dead(self.bitcoin.rpc, tx, entry.origins, self.params)
+        self._death_scanned = None if reason is not None else scan
+        return reason
+
+    def mark_dead(self, entry: PayoutJournal, reason: str) -> None:
+        """Journal the payout DEAD with its reason (it stays the one in flight until rebuilt)."""
+        entry.state, entry.dead_reason = DEAD, reason
+        self.store.save(entry)
+        log.warning("payout %d is dead: %s", entry.number, reason)
+        failpoint("coordinator.dead")
+
+    def rebuild(self, dead: PayoutJournal) -> PayoutJournal:
+        """Journal a new payout of the dead one's withdrawals from other coins, in the same write."""
+        amounts, tx, fee, origins = self._build(dead.items)
+        entry = self.store.propose(dead.items, amounts, tx, fee, time.time(), origins, dead)
+        log.warning("payout %d rebuilds dead payout %d: %s", entry.number, dead.number, tx.txid_hex)
+        failpoint("coordinator.rebuilt")
         return entry
 
     # --- signatures --------------------------------------------------------------------------------
@@ -314,6 +364,12 @@ class Coordinator:
             # An earlier variant was mined while its replacement waited for signatures: follow that one.
             entry.state = BROADCAST
             self.store.save(entry)
+        if entry.state in (PROPOSED, BROADCAST):
+            reason = self._death(entry)
+            if reason is not None:
+                self.mark_dead(entry, reason)
+        if entry.state == DEAD:
+            entry = self.rebuild(entry)
         if entry.state == PROPOSED:
             self.collect(entry)
         if entry.state == SIGNED:
@@ -339,13 +395,14 @@ class Coordinator:
             Tx.from_hex(variant.signed_hex).txid_hex if variant.signed_hex else None
         )
         status = {
-            PROPOSED: "signed",
+            PROPOSED: "signing",
             SIGNED: "signed",
             BROADCAST: "broadcast",
             CONFIRMED: "confirmed",
             DONE: "confirmed",
+            DEAD: "rebuilding",
         }[entry.state]
-        return {
+        found: dict[str, Any] = {
             "id": ref.text,
             "status": status,
             "signatures": min(len(variant.signatures), m),
@@ -356,7 +413,24 @@ class Coordinator:
             "fee": variant.fee,
             "confirmedHeight": entry.confirmed_height,
             "reconcile": entry.reconcile.get(ref.text),
+            "dead": self._dead_history(entry),
         }
+        if entry.state == PROPOSED and self.refusals:
+            found["refusals"] = dict(self.refusals)
+        return found
+
+    def _dead_history(self, entry: PayoutJournal) -> list[dict[str, Any]]:
+        """The dead payouts this one rebuilt (or this one, when dead), newest first, with the reasons."""
+        out = []
+        cursor: PayoutJournal | None = entry if entry.state == DEAD else None
+        if cursor is None and entry.predecessor is not None:
+            cursor = self.store.payout(entry.predecessor)
+        while cursor is not None:
+            out.append(
+                {"payout": cursor.number, "txid": cursor.current.tx.txid_hex, "reason": cursor.dead_reason}
+            )
+            cursor = None if cursor.predecessor is None else self.store.payout(cursor.predecessor)
+        return out
 
     async def _status_handler(self, request: web.Request) -> web.Response:
         try:

@@ -50,3 +50,8 @@ class InsufficientFunds(Temporary):
 
 class SignerUnavailable(Temporary):
     """Raised when a signer cannot be reached or answers something unusable."""
+
+
+class ShallowInput(PayoutRefused):
+    """Raised when an input has fewer confirmations than K (or a coinbase input fewer than 100): a reorg
+    could still take it away and strand the payout."""

@@ -34,6 +34,7 @@ from btcl2.errors import BtcL2Error, DecodeError, InvalidInput
 from btcl2.federation.attest import AttestationRefused, BatchAttester, load_attestation_secret
 from btcl2.federation.checks import SignerPolicy, check_fee, check_history, check_inputs, check_withdrawals
 from btcl2.federation.config import SignerConfig
+from btcl2.federation.death import PayoutOrigins, prove_dead, read_origins
 from btcl2.federation.errors import PayoutRefused, UnknownWithdrawal
 from btcl2.federation.payout import PayoutItem, WithdrawalRef, input_sighash, parse_payout
 from btcl2.federation.rebuild import rebuild_signed_record
@@ -58,6 +59,13 @@ class NodeViews:
 
     def utxo(self, outpoint: OutPoint) -> Utxo | None:
         return self._bitcoin.utxo(outpoint)
+
+    def origins(self, outpoints: list[OutPoint]) -> PayoutOrigins:
+        rpc = self._bitcoin.rpc
+        return read_origins(rpc, outpoints, str(rpc.call("getbestblockhash")))
+
+    def prove_dead(self, payout: Tx, origins: PayoutOrigins) -> str | None:
+        return prove_dead(self._bitcoin.rpc, payout, origins, self._bitcoin.params)
 
     def evm_withdrawals(self) -> dict[WithdrawalRef, PayoutItem]:
         if self._evm is None:
@@ -104,14 +112,32 @@ class Signer:
             check_inputs(parsed, self._views, self._params, self.policy)
             check_withdrawals(parsed, self._views, self._params)
             check_fee(parsed, self.policy)
-            check_history(parsed, self._store)
+            rebuilt = check_history(parsed, self._store, self._dead)
             if self._store.signed(tx.txid) is None:
-                self._store.record(SignedPayout(parsed.tx, parsed.fee), tuple(i.ref for i in parsed.items))
+                origins = self._views.origins([i.prevout for i in tx.vin])
+                refs = tuple(i.ref for i in parsed.items)
+                self._store.record(SignedPayout(parsed.tx, parsed.fee), refs, origins, rebuilt)
+            if rebuilt:
+                log.info(
+                    "payout %s rebuilds dead payout(s) %s",
+                    tx.txid_hex,
+                    ", ".join(t[::-1].hex() for t in rebuilt),
+                )
             sigs = tuple(
                 self._key.sign_ecdsa(input_sighash(tx, i, a, self._params)) + bytes([SIGHASH_ALL])
                 for i, a in enumerate(amounts)
             )
             return Signature(self.pubkey, tx.txid, sigs)
+
+    def _dead(self, old: SignedPayout) -> str | None:
+        """Why payout `old` can never confirm, on this signer's own node; None when it might."""
+        origins = self._store.origins(old.tx.txid)
+        if origins is None:
+            return None  # signed before origins were recorded: its death cannot be shown
+        reason: str | None = self._views.prove_dead(old.tx, origins)
+        if reason is not None:
+            log.warning("payout %s is dead: %s", old.tx.txid_hex, reason)
+        return reason
 
     def signed_count(self) -> int:
         """Payouts signed so far."""

@@ -6,12 +6,15 @@ Signer (prefixes in btcl2/storage/schema.py):
     Fr + ref (33)  -> txid                                        the last payout signed for a withdrawal
     Fi + outpoint  -> txid                                        the last payout signed spending an input
     Fm             -> height u32 BE                               record rebuilt from the chain (signer.py)
+    Fo + txid      -> JSON PayoutOrigins                          tip and input origins seen when signing
+    Fb + txid      -> txid || ...                                 the dead payouts it rebuilt (if any)
 
 Coordinator:
 
     Cm + b"active" -> payout number u64 BE                        the payout in flight (absent: none)
     Cm + b"next"   -> next payout number u64 BE
-    Cp + number    -> JSON journal entry (PayoutJournal)          one per payout, rewritten at each step
+    Cp + number    -> JSON journal entry (PayoutJournal)          one per payout, rewritten at each step;
+                                                                  a DEAD entry names the payout rebuilding it
     Cw + ref (33)  -> payout number u64 BE                        which payout carries a withdrawal
     Cd + ref (33)  -> txid of the payout that paid it (F confirmations)
 
@@ -26,6 +29,7 @@ from typing import Any, Self
 
 from btcl2.bitcoin.tx import OutPoint, Tx
 from btcl2.errors import Critical
+from btcl2.federation.death import PayoutOrigins
 from btcl2.federation.payout import PayoutItem, WithdrawalRef, unsigned
 from btcl2.storage import schema as S
 from btcl2.storage.db import SIGNER_RECOVERY, Database
@@ -69,11 +73,32 @@ class SignerStore:
         """Txid of the last payout signed that spends `outpoint`."""
         return self._db.get(S.FED_SIGNED_INPUT + outpoint.encode())
 
-    def record(self, payout: SignedPayout, refs: tuple[WithdrawalRef, ...]) -> None:
-        """Remember a signed payout, its withdrawals and inputs, in one synced write."""
+    def origins(self, txid: bytes) -> PayoutOrigins | None:
+        """What this signer saw of the inputs of payout `txid` when it signed it (None for old records)."""
+        raw = self._db.get(S.FED_SIGNED_ORIGINS + txid)
+        return None if raw is None else PayoutOrigins.from_json(json.loads(raw))
+
+    def rebuilt(self, txid: bytes) -> tuple[bytes, ...]:
+        """The dead payouts that payout `txid` was signed to replace."""
+        raw = self._db.get(S.FED_SIGNED_REBUILD + txid) or b""
+        return tuple(raw[i : i + 32] for i in range(0, len(raw), 32))
+
+    def record(
+        self,
+        payout: SignedPayout,
+        refs: tuple[WithdrawalRef, ...],
+        origins: PayoutOrigins | None = None,
+        rebuilt: tuple[bytes, ...] = (),
+    ) -> None:
+        """Remember a signed payout, its withdrawals, inputs, their origins and the dead payouts it
+        rebuilds, in one synced write."""
         txid = payout.tx.txid
         with self._db.batch() as wb:
             wb.put(S.FED_SIGNED + txid, payout.encode())
+            if origins is not None:
+                wb.put(S.FED_SIGNED_ORIGINS + txid, json.dumps(origins.to_json()).encode())
+            if rebuilt:
+                wb.put(S.FED_SIGNED_REBUILD + txid, b"".join(rebuilt))
             for ref in refs:
                 wb.put(S.FED_SIGNED_REF + ref.encode(), txid)
             for txin in payout.tx.vin:
@@ -112,6 +137,8 @@ SIGNED = "signed"
 BROADCAST = "broadcast"
 CONFIRMED = "confirmed"
 DONE = "done"
+DEAD = "dead"
+"""A payout that can never confirm (btcl2.federation.death); its withdrawals go into a rebuilt payout."""
 
 
 @dataclass
@@ -147,7 +174,7 @@ class PayoutJournal:
     number: int
     """Payout sequence number."""
     state: str
-    """PROPOSED, SIGNED, BROADCAST, CONFIRMED, DONE."""
+    """PROPOSED, SIGNED, BROADCAST, CONFIRMED, DONE; or DEAD."""
     items: list[PayoutItem]
     """The withdrawals paid."""
     amounts: list[int]
@@ -169,6 +196,14 @@ class PayoutJournal:
     """When the payout was proposed (epoch seconds)."""
     broadcast_at: float | None = None
     """When it was first broadcast."""
+    origins: PayoutOrigins | None = None
+    """The inputs' origins seen when it was built (to prove its death later)."""
+    dead_reason: str | None = None
+    """Why it can never confirm (state DEAD)."""
+    predecessor: int | None = None
+    """The dead payout this one rebuilds."""
+    rebuilt_as: int | None = None
+    """The payout that rebuilt this dead one."""
 
     @property
     def current(self) -> Variant:
@@ -189,6 +224,10 @@ class PayoutJournal:
             "reconcile": self.reconcile,
             "requested_at": self.requested_at,
             "broadcast_at": self.broadcast_at,
+            "origins": None if self.origins is None else self.origins.to_json(),
+            "dead_reason": self.dead_reason,
+            "predecessor": self.predecessor,
+            "rebuilt_as": self.rebuilt_as,
         }
 
     @classmethod
@@ -210,6 +249,10 @@ class PayoutJournal:
             reconcile={str(k): str(v) for k, v in d.get("reconcile", {}).items()},
             requested_at=float(d.get("requested_at", 0.0)),
             broadcast_at=d.get("broadcast_at"),
+            origins=None if d.get("origins") is None else PayoutOrigins.from_json(d["origins"]),
+            dead_reason=d.get("dead_reason"),
+            predecessor=d.get("predecessor"),
+            rebuilt_as=d.get("rebuilt_as"),
         )
 
 
@@ -248,15 +291,28 @@ class CoordinatorStore:
         return self._db.get(S.FED_COORD_PAID + ref.encode())
 
     def propose(
-        self, items: list[PayoutItem], amounts: list[int], tx: Tx, fee: int, now: float
+        self,
+        items: list[PayoutItem],
+        amounts: list[int],
+        tx: Tx,
+        fee: int,
+        now: float,
+        origins: PayoutOrigins | None = None,
+        dead: PayoutJournal | None = None,
     ) -> PayoutJournal:
-        """Journal a new payout as the one in flight (before any signer sees it)."""
+        """Journal a new payout as the one in flight (before any signer sees it); with `dead` (a DEAD
+        entry), it rebuilds that one's withdrawals and both entries are written in the same batch."""
         raw = self._db.get(S.FED_COORD_META + b"next")
         number = 0 if raw is None else struct.unpack(">Q", raw)[0]
         entry = PayoutJournal(
-            number, PROPOSED, items, amounts, [Variant(unsigned(tx), fee)], requested_at=now
+            number, PROPOSED, items, amounts, [Variant(unsigned(tx), fee)], requested_at=now, origins=origins
         )
         with self._db.batch() as wb:
+            if dead is not None:
+                assert dead.state == DEAD
+                entry.predecessor, dead.rebuilt_as = dead.number, number
+                entry.requested_at = dead.requested_at
+                wb.put(S.FED_COORD_PAYOUT + _u64(dead.number), json.dumps(dead.to_json()).encode())
             wb.put(S.FED_COORD_META + b"next", _u64(number + 1))
             wb.put(S.FED_COORD_META + b"active", _u64(number))
             wb.put(S.FED_COORD_PAYOUT + _u64(number), json.dumps(entry.to_json()).encode())

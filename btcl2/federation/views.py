@@ -29,6 +29,17 @@ class Utxo:
     """Its script."""
     confirmations: int
     """Depth of its block."""
+    coinbase: bool = False
+    """Created by a coinbase (spendable only at COINBASE_MATURITY confirmations)."""
+
+
+COINBASE_MATURITY = 100
+"""Confirmations a coinbase output needs before it may be spent (Bitcoin consensus)."""
+
+
+def spendable_depth(confirmations: int, coinbase: bool, min_confirmations: int) -> bool:
+    """Whether an output this deep may be spent by a payout: `min_confirmations`, and mature if a coinbase."""
+    return confirmations >= min_confirmations and (not coinbase or confirmations >= COINBASE_MATURITY)
 
 
 class BitcoinView:
@@ -37,6 +48,11 @@ class BitcoinView:
     def __init__(self, rpc: SyncBitcoinRPC, params: Params) -> None:
         self.rpc = rpc
         self._params = params
+
+    @property
+    def params(self) -> Params:
+        """The rollup parameters it reads the chain with."""
+        return self._params
 
     def tip_height(self) -> int:
         """getblockcount."""
@@ -48,15 +64,19 @@ class BitcoinView:
         if found is None:
             return None
         spk = bytes.fromhex(found["scriptPubKey"]["hex"])
-        return Utxo(to_sats(found["value"]), spk, int(found["confirmations"]))
+        return Utxo(
+            to_sats(found["value"]), spk, int(found["confirmations"]), bool(found.get("coinbase", False))
+        )
 
     def federation_coins(self, min_confirmations: int) -> list[FederationCoin]:
-        """Every confirmed federation output with at least `min_confirmations` (scantxoutset raw(...))."""
+        """Every federation output with at least `min_confirmations`, coinbases only once mature
+        (scantxoutset raw(...))."""
         spk = self._params.federation_script_pubkey.hex()
         found = self.rpc.call("scantxoutset", "start", [f"raw({spk})"])
         coins = []
         for u in found.get("unspents", []):
-            if int(u.get("confirmations", 0)) >= min_confirmations:
+            confirmations = int(u.get("confirmations", 0))
+            if spendable_depth(confirmations, bool(u.get("coinbase", False)), min_confirmations):
                 coins.append(
                     FederationCoin(OutPoint.from_hex(u["txid"], int(u["vout"])), to_sats(u["amount"]))
                 )

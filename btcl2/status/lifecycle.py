@@ -275,8 +275,8 @@ def payout_stage(payout: dict[str, Any] | None) -> Stage:
         return Stage(BITCOIN, "paid", False, detail="no payout yet")
     paid = payout.get("status") == "confirmed"
     detail = payout.get("status")
-    if detail == "signed":
-        detail = f"signed {payout.get('signatures')}/{payout.get('m')}"
+    if detail in ("signing", "signed"):
+        detail = f"{detail} {payout.get('signatures')}/{payout.get('m')}"
     if payout.get("reconcile"):
         detail = f"{detail}; reconcile: {payout['reconcile']}"
     return Stage(BITCOIN, "paid", paid, payout.get("blocktime"), payout.get("txid"), None, detail)

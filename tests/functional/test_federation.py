@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from framework.node import RegtestNode, free_port
-from framework.util import CoinPool, mine, new_key
+from framework.util import CoinPool, mine, new_key, to_sats
 
 from btcl2.bitcoin.address import REGTEST, script_to_address
 from btcl2.bitcoin.block import Block
@@ -48,6 +48,7 @@ from btcl2.derive.pipeline import DepositIndex
 from btcl2.failpoints import FAILPOINT_EXIT_CODE
 from btcl2.federation.config import DEVNET_EVM_FINALITY_DEPTH
 from btcl2.federation.payout import (
+    FederationCoin,
     PayoutItem,
     WithdrawalKind,
     WithdrawalRef,
@@ -357,7 +358,7 @@ def _burn(st: Stack, script: bytes | None = None) -> WithdrawalRef:
 
 
 def _fed_coin_payout(st: Stack, items: list[PayoutItem]) -> tuple[Tx, list[int]]:
-    coins = BitcoinView(st.node.rpc, PARAMS).federation_coins(1)
+    coins = BitcoinView(st.node.rpc, PARAMS).federation_coins(PARAMS.k_deposit_confs)
     coin = max(coins, key=lambda c: c.amount)
     return build_payout(items, [coin], PARAMS, 2), [coin.amount]
 
@@ -567,6 +568,120 @@ def test_burn_reorged_out_after_its_payout_is_reconciled_not_fatal(stack: Stack)
     assert ("paid-unknown", dave.text) in found and f"{BURN} sats" in found[("paid-unknown", dave.text)]
     assert set(found) == {("paid-unknown", dave.text), ("conservation", "federation BTC")}, found
     assert f"({-BURN:+d})" in found[("conservation", "federation BTC")]  # exactly Dave's gain, no one's loss
+def _whole_coin_deposit(st: Stack, pool: CoinPool, confs: int) -> tuple[Tx, Tx, str]:
+    """A payment of a whole pool coin (50 BTC) to the federation, mined `confs` deep: the federation's
+    largest coin. Also returns a conflicting spend of the same pool coin (kept for a reorg) and the
+    deposit's block hash."""
+    coin = pool.take()
+    op = OutPoint(bytes.fromhex(coin.txid)[::-1], coin.vout)
+    prev = [(op, TxOut(coin.value, pool.key.p2wpkh_script))]
+    to_fed = (TxOut(coin.value - 5_000, PARAMS.federation_script_pubkey),)
+    deposit = _signed(pool, Tx(2, (TxIn(op),), to_fed, 0), prev, pool.key.priv)
+    back = (TxOut(coin.value - 10_000, pool.key.p2wpkh_script),)
+    conflict = _signed(pool, Tx(2, (TxIn(op),), back, 0), prev, pool.key.priv)
+    _send(st.node, deposit)
+    (block,) = mine(st.node, 1, MINER.p2wpkh_address)
+    if confs > 1:
+        mine(st.node, confs - 1, MINER.p2wpkh_address)
+    return deposit, conflict, block
+
+
+def _broadcast_payout(st: Stack, ref: WithdrawalRef) -> Tx:
+    """The payout of `ref` once the coordinator broadcast it (no block is mined meanwhile)."""
+    _wait(lambda: (_status(st, ref) or {}).get("status") == "broadcast", f"broadcast of {ref.text}")
+    status = _status(st, ref)
+    assert status is not None
+    return Tx.from_hex(st.node.call("getrawtransaction", status["txid"]))
+
+
+def _double_spend_by_reorg(st: Stack, block: str, conflict: Tx) -> None:
+    """Take `block` (and what is above it) out of the best chain; mine `conflict` on the new branch."""
+    st.node.call("invalidateblock", block)
+    st.node.call("generateblock", MINER.p2wpkh_address, [conflict.hex()])
+
+
+def _paid_on_chain(st: Stack, ref: WithdrawalRef) -> list[str]:
+    """Txids of every transaction in the best chain that pays `ref`."""
+    found = []
+    for height in range(st.from_height, st.node.call("getblockcount") + 1):
+        block = Block.decode(bytes.fromhex(st.node.call("getblock", st.node.call("getblockhash", height), 0)))
+        found += [tx.txid_hex for tx in block.txs if ref in paid_refs(tx, PARAMS)]
+    return found
+
+
+def test_reorg_of_a_shallow_deposit_freezes_no_payout(stack: Stack, pool: CoinPool) -> None:
+    """A deposit with one confirmation is the federation's largest coin when a withdrawal arrives; a
+    one-block reorg then double-spends it. The withdrawal is still paid exactly once, and later ones too."""
+    st = stack
+    _stop_coordinator(st)
+    deposit, conflict, block = _whole_coin_deposit(st, pool, 1)
+    ref = _burn(st)
+    _start_coordinator(st)
+    first = _broadcast_payout(st, ref)
+    _double_spend_by_reorg(st, block, conflict)
+    _wait(lambda: _paid(st, ref), f"payout of {ref.text} after the reorg", st.node)
+    later = _burn(st)
+    _wait(lambda: _paid(st, later), f"payout of {later.text} after the reorg", st.node)
+    assert len(_paid_on_chain(st, ref)) == 1 and len(_paid_on_chain(st, later)) == 1
+    # The payout never touched the shallow deposit (fewer than K confirmations).
+    assert OutPoint(deposit.txid, 0) not in {i.prevout for i in first.vin}
+
+
+def test_payout_killed_by_a_reorg_is_rebuilt_and_paid_once(stack: Stack, pool: CoinPool) -> None:
+    """A payout spends a deposit K deep; a K-block reorg double-spends that deposit, so the payout can never
+    confirm. The coordinator journals it dead, rebuilds it from other coins, the signers sign the rebuild
+    after proving the death on their own nodes, and the withdrawal is paid exactly once."""
+    st = stack
+    _stop_coordinator(st)
+    deposit, conflict, block = _whole_coin_deposit(st, pool, PARAMS.k_deposit_confs)
+    ref = _burn(st)
+    _start_coordinator(st)
+    first = _broadcast_payout(st, ref)
+    assert OutPoint(deposit.txid, 0) in {i.prevout for i in first.vin}  # the largest coin, K deep
+    _stop_coordinator(st)
+    _double_spend_by_reorg(st, block, conflict)
+    # Killed right after journaling the payout dead, then right after journaling its rebuild.
+    for point in ("dead", "rebuilt"):
+        proc = _start_coordinator(st, f"coordinator.{point}")
+        _wait(lambda p=proc: p.poll() is not None, f"failpoint {point}", st.node)  # type: ignore[misc]
+        assert proc.returncode == FAILPOINT_EXIT_CODE
+    _start_coordinator(st)
+    _wait(lambda: _paid(st, ref), f"payout of {ref.text} rebuilt after the reorg", st.node)
+    status = _status(st, ref)
+    assert status is not None and status["txid"] != first.txid_hex
+    (dead,) = status["dead"]
+    assert "can never exist" in dead["reason"] and conflict.txid_hex in dead["reason"], dead
+    shown = st.btcl2("withdraw", "status", ref.text, "--coordinator", st.status_url)
+    assert shown.returncode == 0 and "dead payout" in shown.stdout and "confirmed" in shown.stdout, shown
+    assert _paid_on_chain(st, ref) == [status["txid"]]
+    later = _burn(st)
+    _wait(lambda: _paid(st, later), f"payout of {later.text} after the rebuild", st.node)
+
+
+def test_immature_coinbase_and_shallow_coins_never_spent(stack: Stack, pool: CoinPool) -> None:
+    """A coinbase paying the federation (the largest coin, K deep but immature) and a deposit with one
+    confirmation: the coordinator spends neither, and a signer refuses a payout that does."""
+    st = stack
+    _stop_coordinator(st)
+    fed_address = script_to_address(PARAMS.federation_script_pubkey, REGTEST)
+    (cb_block,) = mine(st.node, 1, fed_address)
+    mine(st.node, PARAMS.k_deposit_confs, MINER.p2wpkh_address)
+    coinbase = OutPoint.from_hex(st.node.call("getblock", cb_block)["tx"][0], 0)
+    found = st.node.call("gettxout", coinbase.txid_hex, 0, False)
+    assert found["coinbase"] and found["confirmations"] == PARAMS.k_deposit_confs + 1
+    cb_value = to_sats(found["value"])
+    deposit, _, _ = _whole_coin_deposit(st, pool, 1)
+    shallow = OutPoint(deposit.txid, 0)
+    item = PayoutItem(WithdrawalRef.evm((9999).to_bytes(32, "big")), new_key().p2wpkh_script, BURN)
+    for op, value in ((coinbase, cb_value), (shallow, deposit.vout[0].value)):
+        tx = build_payout([item], [FederationCoin(op, value)], PARAMS, 2)
+        code, answer = _ask(st, 2, tx, [value])
+        assert (code, answer["error"]) == (409, "ShallowInput"), answer
+    ref = _burn(st)
+    _start_coordinator(st)
+    first = _broadcast_payout(st, ref)
+    assert not {coinbase, shallow} & {i.prevout for i in first.vin}
+    _wait(lambda: _paid(st, ref), f"payout of {ref.text}", st.node)
 
 
 def test_no_withdrawal_paid_twice(stack: Stack) -> None:

@@ -20,6 +20,7 @@ from btcl2.federation.config import (
     SignerConfig,
     load,
 )
+from btcl2.federation.death import InputOrigin, PayoutOrigins
 from btcl2.federation.errors import (
     AlreadyPaid,
     ConflictingPayout,
@@ -27,6 +28,7 @@ from btcl2.federation.errors import (
     InputNotUnspent,
     NotCanonical,
     NotFederationInput,
+    ShallowInput,
     UnknownWithdrawal,
     WrongPayout,
 )
@@ -39,8 +41,9 @@ from btcl2.federation.payout import (
     input_sighash,
 )
 from btcl2.federation.signer import Signer
-from btcl2.federation.store import SignerStore
+from btcl2.federation.store import SignedPayout, SignerStore
 from btcl2.federation.views import L2Snapshot, Utxo
+from btcl2.secretfile import write_secret_file
 
 PARAMS = Params()
 KEY = PrivateKey(hashlib.sha256(b"btcl2 devnet federation 1").digest())
@@ -55,6 +58,8 @@ class FakeViews:
         self.evm = {EVM_ITEM.ref: EVM_ITEM}
         self.evm_paid: dict[bytes, bytes] = {}
         self.snap = L2Snapshot("00", 100, final={L2_ITEM.ref: L2_ITEM})
+        self.conflicts: set[OutPoint] = set()
+        """Outpoints spent on the best chain, K deep, by a transaction that is no payout variant."""
 
     def utxo(self, outpoint: OutPoint) -> Utxo | None:
         return self.utxos.get(outpoint)
@@ -67,6 +72,14 @@ class FakeViews:
 
     def l2(self) -> L2Snapshot:
         return self.snap
+
+    def origins(self, outpoints: list[OutPoint]) -> PayoutOrigins:
+        return PayoutOrigins("00" * 32, tuple(InputOrigin(o, ()) for o in outpoints))
+
+    def prove_dead(self, payout: Tx, origins: PayoutOrigins) -> str | None:
+        assert [o.outpoint for o in origins.inputs] == [i.prevout for i in payout.vin]
+        spent = [i.prevout for i in payout.vin if i.prevout in self.conflicts]
+        return f"input {spent[0].txid_hex} spent by another transaction" if spent else None
 
 
 @pytest.fixture
@@ -197,12 +210,75 @@ def test_evm_finality_depth_is_configured(tmp_path: Path) -> None:
     """Burns are believed at the EVM finality depth: 64 blocks unless configured, never below 1."""
     base = 'datadir = "d"\nbitcoin_rpc = "http://127.0.0.1:1"\ntoken = "tttttttttttttttt"\n'
     file = tmp_path / "signer.toml"
-    file.write_text(base)
+    write_secret_file(file, base, replace=True)
     assert load(SignerConfig, file, {}).evm_confirmations == EVM_FINALITY_DEPTH == 64
     assert DEVNET_EVM_FINALITY_DEPTH > 3  # deeper than the EVM reorgs the functional tests inject
-    file.write_text(base + "evm_confirmations = 5\n")
+    write_secret_file(file, base + "evm_confirmations = 5\n", replace=True)
     assert load(SignerConfig, file, {}).evm_confirmations == 5
     for bad in ("0", "-1", '"finalized"'):
-        file.write_text(base + f"evm_confirmations = {bad}\n")
+        write_secret_file(file, base + f"evm_confirmations = {bad}\n", replace=True)
         with pytest.raises(ConfigError):
             load(SignerConfig, file, {})
+def test_shallow_and_immature_inputs_refused(setup: tuple[Signer, FakeViews]) -> None:
+    signer, views = setup
+    tx, amounts = payout([L2_ITEM])
+    op = COINS[0].outpoint
+    # One confirmation: below K (a reorg could double-spend the deposit that created it).
+    views.utxos[op] = Utxo(COINS[0].amount, PARAMS.federation_script_pubkey, PARAMS.k_deposit_confs - 1)
+    with pytest.raises(ShallowInput, match="1 of 2 confirmations"):
+        signer.sign(tx, amounts)
+    # A coinbase K deep but not mature.
+    views.utxos[op] = Utxo(COINS[0].amount, PARAMS.federation_script_pubkey, 99, coinbase=True)
+    with pytest.raises(ShallowInput, match="coinbase output with 99 of 100"):
+        signer.sign(tx, amounts)
+    assert signer.signed_count() == 0
+    views.utxos[op] = Utxo(COINS[0].amount, PARAMS.federation_script_pubkey, 100, coinbase=True)
+    signer.sign(tx, amounts)
+
+
+def test_rebuild_refused_while_the_first_payout_may_confirm(setup: tuple[Signer, FakeViews]) -> None:
+    signer, views = setup
+    first, amounts = payout([L2_ITEM])
+    signer.sign(first, amounts)
+    # The first payout's input left the chain (a reorg), but nothing proves it can never come back.
+    views.utxos.pop(COINS[0].outpoint)
+    with pytest.raises(ConflictingPayout, match="neither an RBF replacement"):
+        signer.sign(*payout([L2_ITEM], COINS[1:2]))
+    # A conflict spending a coin the first payout does not use proves nothing about it.
+    views.conflicts.add(COINS[2].outpoint)
+    with pytest.raises(ConflictingPayout):
+        signer.sign(*payout([L2_ITEM], COINS[1:2]))
+    assert signer.signed_count() == 1
+
+
+def test_rebuild_signed_once_the_first_payout_is_provably_dead(setup: tuple[Signer, FakeViews]) -> None:
+    signer, views = setup
+    first, amounts = payout([L2_ITEM, EVM_ITEM])
+    signer.sign(first, amounts)
+    views.utxos.pop(COINS[0].outpoint)
+    views.conflicts.add(COINS[0].outpoint)
+    rebuilt, rebuilt_amounts = payout([L2_ITEM], COINS[1:2])
+    signer.sign(rebuilt, rebuilt_amounts)
+    store = signer._store
+    assert store.rebuilt(rebuilt.txid) == (first.txid,)
+    assert store.by_ref(L2_ITEM.ref) == rebuilt.txid
+    # While the rebuild may confirm, no third payout of the same withdrawal is signed.
+    with pytest.raises(ConflictingPayout):
+        signer.sign(*payout([L2_ITEM], COINS[2:3]))
+    # The other withdrawal of the dead payout may be paid on its own.
+    signer.sign(*payout([EVM_ITEM], COINS[2:3]))
+    assert signer.signed_count() == 3
+
+
+def test_payout_signed_without_origins_is_never_taken_for_dead(tmp_path: Path) -> None:
+    config = SignerConfig(tmp_path / "db", "http://127.0.0.1:1", "t" * 16)
+    store = SignerStore(config.datadir)
+    views = FakeViews()
+    signer = Signer(KEY, config, views, store)
+    first, amounts = payout([L2_ITEM])
+    parsed_fee = sum(amounts) - sum(o.value for o in first.vout)
+    store.record(SignedPayout(first, parsed_fee), (L2_ITEM.ref,))  # a record from before origins existed
+    views.utxos.pop(COINS[0].outpoint)
+    views.conflicts.add(COINS[0].outpoint)
+    with pytest.raises(ConflictingPayout):
+        signer.sign(*payout([L2_ITEM], COINS[1:2]))
