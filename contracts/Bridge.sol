@@ -55,6 +55,12 @@ contract Bridge {
     error BadMerkleProof(bytes32 txid, bytes32 blockHash);
     /// @notice Raised when txIndex does not fit the branch length, or is 0 (the coinbase).
     error BadTxIndex(uint256 txIndex, uint256 proofLength);
+    /// @notice Raised when the deposit's branch and the coinbase's branch differ in length: every leaf of
+    /// Bitcoin's Merkle tree is at the same depth, so a longer branch passes through an inner node posing as a
+    /// transaction (or a 64-byte transaction posing as an inner node).
+    error MerkleDepthMismatch(uint256 proofLength, uint256 coinbaseProofLength);
+    /// @notice Raised when the coinbase's branch (index 0) does not lead to the block's Merkle root.
+    error BadCoinbaseProof(bytes32 coinbaseTxid, bytes32 blockHash);
     /// @notice Raised when outputIndex is not an output of the transaction.
     error OutputIndexOutOfRange(uint256 outputIndex, uint256 outputCount);
     /// @notice Raised when output outputIndex does not pay the federation script.
@@ -218,18 +224,24 @@ contract Bridge {
     /// @param txIndex Position of the transaction in the block; its bits say, level by level, on which side the
     /// sibling lies. Must be below 2**merkleProof.length and not 0 (the coinbase).
     /// @param outputIndex The output paying the federation: the first such output of the transaction.
+    /// @param coinbaseTx The block's coinbase transaction (legacy serialization), proven at index 0 to fix the
+    /// tree's depth (docs/PROTOCOL.md, "SPV proofs").
+    /// @param coinbaseProof The coinbase's Merkle branch: exactly as long as merkleProof.
     function mintWithProof(
         bytes calldata rawTx,
         bytes32[] calldata merkleProof,
         bytes32 blockHash,
         uint256 txIndex,
-        uint256 outputIndex
+        uint256 outputIndex,
+        bytes calldata coinbaseTx,
+        bytes32[] calldata coinbaseProof
     ) external whenNotPaused {
         uint256 confs = lightClient.confirmations(blockHash);
         if (confs == 0) revert BlockNotInBestChain(blockHash);
         if (confs < minConfirmations) revert InsufficientConfirmations(blockHash, confs, minConfirmations);
         BitcoinTx.Deposit memory d = BitcoinTx.parseDeposit(rawTx, federationScriptHash, outputIndex);
         _checkInclusion(d.txid, merkleProof, blockHash, txIndex);
+        _checkDepth(merkleProof.length, coinbaseTx, coinbaseProof, blockHash);
         _checkDeposit(d, outputIndex);
         if (minted[d.txid][outputIndex]) revert AlreadyMinted(d.txid, outputIndex);
         _takeFromBucket(d.amount);
@@ -383,15 +395,33 @@ contract Bridge {
         if (txIndex == 0 || (proof.length < 256 && txIndex >> proof.length != 0)) {
             revert BadTxIndex(txIndex, proof.length);
         }
-        bytes32 h = txid;
-        uint256 index = txIndex;
+        if (_rootFromBranch(txid, proof, txIndex) != lightClient.merkleRootOf(blockHash)) {
+            revert BadMerkleProof(txid, blockHash);
+        }
+    }
+
+    /// @dev The depth rule: the coinbase, a complete transaction (never 64 bytes, so never an inner node), proven
+    /// at index 0 with a branch as long as the deposit's. Bitcoin's tree duplicates the last node of odd levels,
+    /// so all leaves are at one depth; a deposit branch of another length cannot reach a real leaf.
+    function _checkDepth(uint256 depth, bytes calldata coinbaseTx, bytes32[] calldata coinbaseProof, bytes32 blockHash)
+        private
+        view
+    {
+        if (coinbaseProof.length != depth) revert MerkleDepthMismatch(depth, coinbaseProof.length);
+        bytes32 coinbaseTxid = BitcoinTx.coinbaseTxid(coinbaseTx);
+        if (_rootFromBranch(coinbaseTxid, coinbaseProof, 0) != lightClient.merkleRootOf(blockHash)) {
+            revert BadCoinbaseProof(coinbaseTxid, blockHash);
+        }
+    }
+
+    function _rootFromBranch(bytes32 leaf, bytes32[] calldata proof, uint256 index) private pure returns (bytes32 h) {
+        h = leaf;
         for (uint256 i = 0; i < proof.length; ++i) {
             h = index & 1 == 0
                 ? sha256(abi.encodePacked(sha256(abi.encodePacked(h, proof[i]))))
                 : sha256(abi.encodePacked(sha256(abi.encodePacked(proof[i], h))));
             index >>= 1;
         }
-        if (h != lightClient.merkleRootOf(blockHash)) revert BadMerkleProof(txid, blockHash);
     }
 
     function _checkDeposit(BitcoinTx.Deposit memory d, uint256 outputIndex) private view {
