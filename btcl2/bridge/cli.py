@@ -4,6 +4,7 @@ Heavy modules (web3, the contracts) are imported inside the commands so that eve
 """
 
 import contextlib
+import dataclasses
 import json
 import sys
 import time
@@ -233,6 +234,11 @@ def evm_group() -> None:
 )
 @click.option("--guardian", default=None, help="May pause the Bridge [default: the deployer].")
 @click.option("--payout-confirmer", default=None, help="Confirms payouts [default: the deployer].")
+@click.option(
+    "--allow-insecure-regtest",
+    is_flag=True,
+    help="Deploy the regtest-mode light client on a chain id other than 31337/1337 (private test chains only).",
+)
 @json_option
 def evm_deploy(
     evm_rpc: str | None,
@@ -240,9 +246,13 @@ def evm_deploy(
     out: Path | None,
     guardian: str | None,
     payout_confirmer: str | None,
+    allow_insecure_regtest: bool,
     as_json: bool,
 ) -> None:
-    """Deploy BitcoinLightClient (regtest genesis checkpoint), WrappedBTC and the Bridge with the devnet Params."""
+    """Deploy BitcoinLightClient (regtest genesis checkpoint), WrappedBTC and the Bridge with the devnet Params.
+
+    The regtest-mode light client accepts headers anyone can mine, so it is refused on any EVM chain but a
+    local development chain (chain id 31337 or 1337) unless --allow-insecure-regtest is given."""
     from btcl2.bridge.deploy import REGTEST_GENESIS, BridgeConfig, deploy_bridge_stack
     from btcl2.wallet.addresses import parse_l2_address, to_checksum_address
 
@@ -254,8 +264,9 @@ def evm_deploy(
         to_checksum_address(parse_l2_address(a)) if a else acct.address for a in (guardian, payout_confirmer)
     ]
     client = _evm(evm_rpc)
+    config = BridgeConfig.for_params(params, REGTEST_GENESIS, roles[0], roles[1])
     dep = deploy_bridge_stack(
-        client, acct, BridgeConfig.for_params(params, REGTEST_GENESIS, roles[0], roles[1])
+        client, acct, dataclasses.replace(config, allow_insecure_regtest=allow_insecure_regtest)
     )
     data: dict[str, Any] = {**dep.addresses(), "chain_id": client.chain_id(), "deployer": acct.address}
     if out is not None:

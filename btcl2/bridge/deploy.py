@@ -22,11 +22,20 @@ REGTEST_POW_LIMIT_BITS = 0x207FFFFF
 MAINNET_POW_LIMIT_BITS = 0x1D00FFFF
 """Mainnet's pow limit in compact form."""
 
+LOCAL_CHAIN_IDS = frozenset({31337, 1337})
+"""EVM chain ids of local development chains (anvil and hardhat: 31337; geth --dev and ganache: 1337), the
+only ones a regtest-mode light client is deployed on without --allow-insecure-regtest."""
+
 REGTEST_GENESIS_HEADER = bytes.fromhex(
     "0100000000000000000000000000000000000000000000000000000000000000000000003ba3edfd7a7b12b27ac72c3e"
     "67768f617fc81bc3888a51323a9fb8aa4b1e5e4adae5494dffff7f2002000000"
 )
 """The regtest genesis header (hash 0f9188f1...2206 in RPC order)."""
+
+
+class InsecureDeployment(InvalidInput):
+    """Raised when a deployment would be unsafe where it goes: a regtest-mode light client on a chain that is
+    not a local development chain."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +85,8 @@ class BridgeConfig:
     """Bitcoin's 2016-block retarget (mainnet) instead of regtest's fixed difficulty."""
     pow_limit_bits: int = REGTEST_POW_LIMIT_BITS
     """The easiest allowed target, compact."""
+    allow_insecure_regtest: bool = False
+    """Deploy a regtest-mode light client (no retarget) even on a chain id outside LOCAL_CHAIN_IDS."""
 
     @classmethod
     def for_params(
@@ -120,6 +131,18 @@ class Deployment:
         }
 
 
+def check_chain(chain_id: int, config: BridgeConfig) -> None:
+    """Refuse a regtest-mode light client (regtest's pow limit: anyone mines headers on a laptop, so anyone
+    could prove fake deposits) on a chain other than a local development chain, unless explicitly allowed."""
+    if config.retarget or chain_id in LOCAL_CHAIN_IDS or config.allow_insecure_regtest:
+        return
+    raise InsecureDeployment(
+        f"refusing to deploy a regtest-mode light client on EVM chain id {chain_id}: regtest headers cost "
+        f"nothing to mine, so anyone could mint WBTC; local chain ids are {sorted(LOCAL_CHAIN_IDS)} "
+        "(--allow-insecure-regtest overrides, for a private test chain only)"
+    )
+
+
 def deploy_bridge_stack(
     client: EvmClient,
     deployer: LocalAccount,
@@ -130,6 +153,7 @@ def deploy_bridge_stack(
     """Deploy light client, token and Bridge with consecutive nonces; the deployer becomes the Bridge's owner."""
     if len(config.checkpoint.header) != 80:
         raise InvalidInput("checkpoint header must be 80 bytes")
+    check_chain(client.chain_id(), config)
     fees = fees if fees is not None else client.suggest_fees()
     nonce = client.nonce(deployer.address)
     cp = config.checkpoint
