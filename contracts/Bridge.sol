@@ -33,8 +33,10 @@ interface IAttestationVerifier {
 /// @notice Mints WBTC against SPV proofs of Bitcoin deposits to the federation, and burns WBTC for withdrawals
 /// the federation pays on Bitcoin. Anyone may submit a proof: the contract trusts only the light client's best
 /// chain, K confirmations and the deposit rules of docs/PROTOCOL.md.
-/// @dev Roles: the owner (two-step transfer) sets the guardian, the payout confirmer and the mint cap, and
-/// unpauses; the guardian pauses; the payout confirmer (the federation's EVM address) records payouts.
+/// @dev Roles: the owner (two-step transfer) changes the guardian, the payout confirmer, the mint cap and the
+/// attestation verifier, and hands over ownership, each only through the admin timelock (queue, wait adminDelay,
+/// execute; all in public events), and unpauses; the guardian pauses; the payout confirmer (the federation's
+/// EVM address) records payouts.
 contract Bridge {
     /// @notice Raised when the caller lacks the role the function needs.
     error NotOwner(address caller);
@@ -86,8 +88,19 @@ contract Bridge {
     error PayoutAlreadyConfirmed(uint256 id, bytes32 btcTxid);
     error ZeroTxid();
 
+    // --- admin timelock (docs/PROTOCOL.md, "Admin timelock") ---
+    /// @notice Raised when an admin setter is called other than by executeAdminAction.
+    error NotTimelock(address caller);
+    /// @notice Raised when queueAdminAction is given a call that is not one of the admin setters.
+    error NotATimelockedAction(bytes4 selector);
+    error AdminActionAlreadyQueued(bytes32 id);
+    error AdminActionNotQueued(bytes32 id);
+    /// @notice Raised when executeAdminAction comes before the action's eta.
+    error AdminActionNotReady(bytes32 id, uint256 eta);
+    /// @notice Raised when executeAdminAction comes after eta + ADMIN_GRACE_PERIOD: queue it again.
+    error AdminActionExpired(bytes32 id, uint256 eta);
+
     // --- attestations and exits (docs/PROTOCOL.md, "Attestations", "Exits to the EVM") ---
-    error AttestationVerifierAlreadySet(address verifier);
     error NoAttestationVerifier();
     error BatchAlreadyAttested(uint64 batchNumber, bytes32 batchHash);
     error BatchNotAttested(uint64 batchNumber);
@@ -101,8 +114,14 @@ contract Bridge {
     event WithdrawalRequested(uint256 indexed id, address indexed from, uint64 amount, bytes script);
     /// @notice Withdrawal `id` was paid on Bitcoin by transaction `btcTxid` (internal byte order).
     event PayoutConfirmed(uint256 indexed id, bytes32 btcTxid);
-    /// @notice The attestation verifier was set (once).
+    /// @notice The attestation verifier was set (at deploy, or by the timelock; zero disables attestations).
     event AttestationVerifierSet(address indexed verifier);
+    /// @notice The owner queued admin call `call` (id = keccak256(call)), executable from `eta`.
+    event AdminActionQueued(bytes32 indexed id, bytes call, uint256 eta);
+    /// @notice A queued admin call was executed.
+    event AdminActionExecuted(bytes32 indexed id, bytes call);
+    /// @notice The owner cancelled a queued admin call.
+    event AdminActionCancelled(bytes32 indexed id);
     /// @notice Batch `batchNumber` carries a valid aggregate attestation of at least M federation signers.
     event BatchAttested(
         uint64 indexed batchNumber, bytes32 batchHash, bytes32 postStateRoot, bytes32 exitsRoot, uint32 signers
@@ -146,6 +165,14 @@ contract Bridge {
     /// @notice The Bitcoin payout of each withdrawal (zero until confirmed).
     mapping(uint256 => bytes32) public payoutTxid;
 
+    /// @notice The constructor's role holders and admin delay.
+    struct Roles {
+        address guardian; // may pause
+        address payoutConfirmer; // may confirm payouts (the federation's EVM address)
+        address attestationVerifier; // checks batch attestations; zero: attestations and exits disabled
+        uint256 adminDelay; // seconds every admin change waits between queue and execute, >= MIN_ADMIN_DELAY
+    }
+
     /// @notice An L2 batch the federation attested.
     struct AttestedBatch {
         bytes32 batchHash;
@@ -153,8 +180,18 @@ contract Bridge {
         bytes32 exitsRoot;
     }
 
-    /// @notice Checks batch attestations; set once by the owner (zero: attestations and exits are disabled).
+    /// @notice Checks batch attestations; set at deploy, changed only by the timelock (zero: attestations and
+    /// exits are disabled).
     IAttestationVerifier public attestationVerifier;
+
+    /// @notice The least adminDelay a Bridge may be deployed with.
+    uint256 public constant MIN_ADMIN_DELAY = 1 hours;
+    /// @notice How long after its eta a queued admin call stays executable.
+    uint256 public constant ADMIN_GRACE_PERIOD = 14 days;
+    /// @notice Seconds between queueing an admin call and executing it.
+    uint256 public immutable adminDelay;
+    /// @notice The eta of each queued admin call by id (keccak256 of the call); zero if not queued.
+    mapping(bytes32 => uint256) public adminActionEta;
     /// @notice The attested L2 batches by number (batchHash zero: not attested).
     mapping(uint64 => AttestedBatch) public attestedBatch;
     /// @notice Whether the L2 exit (its L2 tx hash) has been minted.
@@ -166,8 +203,7 @@ contract Bridge {
     /// @param minConfirmations_ K: confirmations a deposit's block needs (>= 1).
     /// @param minDepositSats_ Deposits below this are never minted (PROTOCOL.md min_deposit_sats).
     /// @param minWithdrawalSats_ Smallest burn, keeping payouts above Bitcoin's dust limit.
-    /// @param guardian_ May pause.
-    /// @param payoutConfirmer_ May confirm payouts (the federation's EVM address).
+    /// @param roles The guardian, the payout confirmer, the attestation verifier and the admin delay.
     /// @param capacity Token bucket size: the most WBTC base units mintable at once.
     /// @param refillPerSecond Base units the bucket regains per second, up to its capacity.
     constructor(
@@ -177,15 +213,17 @@ contract Bridge {
         uint256 minConfirmations_,
         uint64 minDepositSats_,
         uint64 minWithdrawalSats_,
-        address guardian_,
-        address payoutConfirmer_,
+        Roles memory roles,
         uint128 capacity,
         uint128 refillPerSecond
     ) {
         if (
             lightClient_ == address(0) || wbtc_ == address(0) || federationScript_.length == 0 || minConfirmations_ == 0
-                || guardian_ == address(0) || payoutConfirmer_ == address(0) || IWrappedBTC(wbtc_).bridge() != address(this)
+                || roles.guardian == address(0) || roles.payoutConfirmer == address(0)
+                || IWrappedBTC(wbtc_).bridge() != address(this) || roles.adminDelay < MIN_ADMIN_DELAY
         ) revert InvalidConfiguration();
+        adminDelay = roles.adminDelay;
+        attestationVerifier = IAttestationVerifier(roles.attestationVerifier);
         lightClient = IBitcoinLightClient(lightClient_);
         wbtc = IWrappedBTC(wbtc_);
         federationScript = federationScript_;
@@ -194,20 +232,27 @@ contract Bridge {
         minDepositSats = minDepositSats_;
         minWithdrawalSats = minWithdrawalSats_;
         owner = msg.sender;
-        guardian = guardian_;
-        payoutConfirmer = payoutConfirmer_;
+        guardian = roles.guardian;
+        payoutConfirmer = roles.payoutConfirmer;
         mintCapCapacity = capacity;
         mintCapRefillPerSecond = refillPerSecond;
         _bucketTokens = capacity;
         _bucketUpdatedAt = uint64(block.timestamp);
         emit OwnershipTransferred(address(0), msg.sender);
-        emit GuardianChanged(address(0), guardian_);
-        emit PayoutConfirmerChanged(address(0), payoutConfirmer_);
+        emit GuardianChanged(address(0), roles.guardian);
+        emit PayoutConfirmerChanged(address(0), roles.payoutConfirmer);
         emit MintCapChanged(capacity, refillPerSecond);
+        emit AttestationVerifierSet(roles.attestationVerifier);
     }
 
     modifier onlyOwner() {
         if (msg.sender != owner) revert NotOwner(msg.sender);
+        _;
+    }
+
+    /// @dev The admin setters run only as executeAdminAction's call to this contract.
+    modifier onlyTimelock() {
+        if (msg.sender != address(this)) revert NotTimelock(msg.sender);
         _;
     }
 
@@ -275,9 +320,8 @@ contract Bridge {
         emit PayoutConfirmed(id, btcTxid);
     }
 
-    /// @notice Set the attestation verifier; owner only, once.
-    function setAttestationVerifier(address verifier) external onlyOwner {
-        if (address(attestationVerifier) != address(0)) revert AttestationVerifierAlreadySet(address(attestationVerifier));
+    /// @notice Replace the attestation verifier (e.g. new federation keys); timelock only.
+    function setAttestationVerifier(address verifier) external onlyTimelock {
         if (verifier == address(0)) revert InvalidConfiguration();
         attestationVerifier = IAttestationVerifier(verifier);
         emit AttestationVerifierSet(verifier);
@@ -353,8 +397,8 @@ contract Bridge {
         return refilled < mintCapCapacity ? refilled : mintCapCapacity;
     }
 
-    /// @notice Change the mint cap; owner only. The bucket keeps its current level, clipped to the new capacity.
-    function setMintCap(uint128 capacity, uint128 refillPerSecond) external onlyOwner {
+    /// @notice Change the mint cap; timelock only. The bucket keeps its current level, clipped to the new capacity.
+    function setMintCap(uint128 capacity, uint128 refillPerSecond) external onlyTimelock {
         uint256 level = availableToMint();
         _bucketTokens = uint128(level < capacity ? level : capacity);
         _bucketUpdatedAt = uint64(block.timestamp);
@@ -363,22 +407,22 @@ contract Bridge {
         emit MintCapChanged(capacity, refillPerSecond);
     }
 
-    /// @notice Replace the guardian; owner only.
-    function setGuardian(address next) external onlyOwner {
+    /// @notice Replace the guardian; timelock only.
+    function setGuardian(address next) external onlyTimelock {
         if (next == address(0)) revert InvalidConfiguration();
         emit GuardianChanged(guardian, next);
         guardian = next;
     }
 
-    /// @notice Replace the payout confirmer; owner only.
-    function setPayoutConfirmer(address next) external onlyOwner {
+    /// @notice Replace the payout confirmer; timelock only.
+    function setPayoutConfirmer(address next) external onlyTimelock {
         if (next == address(0)) revert InvalidConfiguration();
         emit PayoutConfirmerChanged(payoutConfirmer, next);
         payoutConfirmer = next;
     }
 
-    /// @notice Start handing ownership to `newOwner`, who must call acceptOwnership; owner only.
-    function transferOwnership(address newOwner) external onlyOwner {
+    /// @notice Start handing ownership to `newOwner`, who must call acceptOwnership; timelock only.
+    function transferOwnership(address newOwner) external onlyTimelock {
         pendingOwner = newOwner;
         emit OwnershipTransferStarted(owner, newOwner);
     }
@@ -389,6 +433,51 @@ contract Bridge {
         emit OwnershipTransferred(owner, msg.sender);
         owner = msg.sender;
         pendingOwner = address(0);
+    }
+
+    /// @notice Queue an admin call (ABI-encoded call of setMintCap, setGuardian, setPayoutConfirmer,
+    /// setAttestationVerifier or transferOwnership), executable from now + adminDelay; owner only.
+    /// @return id keccak256(call).
+    function queueAdminAction(bytes calldata call) external onlyOwner returns (bytes32 id) {
+        bytes4 selector = call.length >= 4 ? bytes4(call[:4]) : bytes4(0);
+        if (!_isTimelocked(selector)) revert NotATimelockedAction(selector);
+        id = keccak256(call);
+        if (adminActionEta[id] != 0) revert AdminActionAlreadyQueued(id);
+        uint256 eta = block.timestamp + adminDelay;
+        adminActionEta[id] = eta;
+        emit AdminActionQueued(id, call, eta);
+    }
+
+    /// @notice Execute a queued admin call once its delay has passed (and before its grace period ends); owner
+    /// only. A call that reverts reverts this transaction with its error, and stays queued.
+    function executeAdminAction(bytes calldata call) external onlyOwner {
+        bytes32 id = keccak256(call);
+        uint256 eta = adminActionEta[id];
+        if (eta == 0) revert AdminActionNotQueued(id);
+        if (block.timestamp < eta) revert AdminActionNotReady(id, eta);
+        if (block.timestamp > eta + ADMIN_GRACE_PERIOD) revert AdminActionExpired(id, eta);
+        delete adminActionEta[id];
+        (bool ok, bytes memory reason) = address(this).call(call);
+        if (!ok) {
+            assembly {
+                revert(add(reason, 32), mload(reason))
+            }
+        }
+        emit AdminActionExecuted(id, call);
+    }
+
+    /// @notice Drop a queued admin call; owner only.
+    function cancelAdminAction(bytes calldata call) external onlyOwner {
+        bytes32 id = keccak256(call);
+        if (adminActionEta[id] == 0) revert AdminActionNotQueued(id);
+        delete adminActionEta[id];
+        emit AdminActionCancelled(id);
+    }
+
+    function _isTimelocked(bytes4 selector) private pure returns (bool) {
+        return selector == this.setMintCap.selector || selector == this.setGuardian.selector
+            || selector == this.setPayoutConfirmer.selector || selector == this.setAttestationVerifier.selector
+            || selector == this.transferOwnership.selector;
     }
 
     function _checkInclusion(bytes32 txid, bytes32[] calldata proof, bytes32 blockHash, uint256 txIndex) private view {
