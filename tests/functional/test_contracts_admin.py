@@ -1,6 +1,7 @@
 """Deployment safety and admin powers of the EVM contracts, against a real anvil: the regtest-mode light client
 stays off public chains, and every admin change waits out the Bridge's timelock in public."""
 
+import json
 import os
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from btcl2.bridge.anvil import ANVIL_DEV_KEYS, Anvil
 from btcl2.bridge.artifacts import load_artifact
 from btcl2.bridge.attest import g1_eip2537
 from btcl2.bridge.deploy import REGTEST_GENESIS, BridgeConfig, InsecureDeployment, deploy_bridge_stack
-from btcl2.bridge.evm import ContractRevert, EvmClient, events_of
+from btcl2.bridge.evm import Contract, ContractRevert, EvmClient, events_of
 
 pytestmark = pytest.mark.functional
 
@@ -61,10 +62,14 @@ def test_regtest_light_client_refused_on_a_public_chain(mainnet_like: Anvil) -> 
     assert "regtest" in refused.stderr and "chain id 1" in refused.stderr
     assert client.nonce(OWNER.address) == 0  # nothing was deployed
     forced = _cli(
-        "evm", "deploy", "--evm-rpc", mainnet_like.url, "--key", ANVIL_DEV_KEYS[0], "--allow-insecure-regtest"
-    )
+        "evm", "deploy", "--evm-rpc", mainnet_like.url, "--key", ANVIL_DEV_KEYS[0],
+        "--allow-insecure-regtest", "--admin-delay", "7200", "--json",
+    )  # fmt: skip
     assert forced.returncode == 0, forced.stderr
-    assert client.nonce(OWNER.address) > 0
+    deployed = json.loads(forced.stdout)
+    bridge = Contract(deployed["Bridge"], load_artifact("Bridge"))
+    assert client.call(bridge, "adminDelay") == deployed["admin_delay"] == 7200
+    assert client.call(bridge, "attestationVerifier") == deployed["AttestationVerifier"]
 
 
 def test_regtest_light_client_allowed_on_a_local_chain(evm: EvmClient) -> None:
