@@ -16,7 +16,7 @@ from btcl2.bench.anchor import p2wpkh_payment_vsize
 from btcl2.bench.evm import _chain
 from btcl2.bench.regtest import Figure
 from btcl2.bridge.anvil import ANVIL_DEV_KEYS, Anvil
-from btcl2.bridge.attest import deploy_attestation_verifier, mint_exit, submit_attestation
+from btcl2.bridge.attest import mint_exit, submit_attestation
 from btcl2.bridge.deploy import REGTEST_GENESIS, BridgeConfig, deploy_bridge_stack
 from btcl2.bridge.evm import EvmClient, account
 from btcl2.bridge.spv import headers_bytes, mint_proof
@@ -78,7 +78,6 @@ def measure() -> list[Figure]:
         evm = EvmClient(anvil.url)
         config = BridgeConfig.for_params(params, REGTEST_GENESIS, owner.address, owner.address)
         dep = deploy_bridge_stack(evm, owner, config)
-        deploy_attestation_verifier(evm, owner, dep.bridge, params)
         evm.transact(dep.light_client, "submitHeaders", headers_bytes(blocks), sender=user)
         spv = evm.transact(
             dep.bridge, "mintWithProof", *mint_proof(blocks[0], deposit.txid, 0).args(), sender=user

@@ -8,7 +8,7 @@ must pass the pairing check.
 """
 
 import dataclasses
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from eth_account.signers.local import LocalAccount
 from eth_typing import BLSPubkey, BLSSignature
@@ -17,13 +17,16 @@ from py_ecc.optimized_bls12_381.optimized_curve import normalize
 
 from btcl2.bitcoin.rpc import SyncBitcoinRPC
 from btcl2.bridge.artifacts import Artifact, load_artifact
-from btcl2.bridge.evm import Contract, EvmClient, Receipt
+from btcl2.bridge.evm import Contract, EvmClient, Fees, Receipt
 from btcl2.core.attestation import Attestation, check_registration
 from btcl2.core.exits import ExitProof
 from btcl2.core.params import Params
 from btcl2.derive.l1 import RpcBlockSource
 from btcl2.derive.pipeline import Derivation
 from btcl2.errors import ReorgDetected, Temporary
+
+if TYPE_CHECKING:
+    from btcl2.bridge.deploy import AttestationKeys
 
 
 def _fp(value: Any) -> bytes:
@@ -60,19 +63,23 @@ def bridge_with_verifier_errors(bridge: Contract, build_dir: Any = None) -> Cont
 
 
 def deploy_attestation_verifier(
-    client: EvmClient, owner: LocalAccount, bridge: Contract, params: Params, build_dir: Any = None
+    client: EvmClient,
+    owner: LocalAccount,
+    keys: "AttestationKeys",
+    build_dir: Any = None,
+    nonce: int | None = None,
+    fees: Fees | None = None,
 ) -> Contract:
-    """Check the registered keys' proofs of possession, deploy AttestationVerifier with the parameters'
-    keys, M and chain id, and set it on the Bridge (owner only, once)."""
-    check_registration(params.attestation_pubkeys, params.attestation_pops, params.attestation_m)
-    keys = [g1_eip2537(pk) for pk in params.attestation_pubkeys]
-    verifier = client.deploy(
+    """Check the keys' proofs of possession and deploy AttestationVerifier with the keys, M and chain id. The
+    Bridge takes it at construction (deploy_bridge_stack); replacing it later goes through its timelock."""
+    check_registration(keys.pubkeys, keys.pops, keys.m)
+    return client.deploy(
         load_artifact("AttestationVerifier", build_dir),
-        [params.l2_chain_id, keys, params.attestation_m],
+        [keys.l2_chain_id, [g1_eip2537(pk) for pk in keys.pubkeys], keys.m],
         owner,
+        nonce=nonce,
+        fees=fees,
     )
-    client.transact(bridge, "setAttestationVerifier", verifier.address, sender=owner)
-    return verifier
 
 
 def attestation_args(att: Attestation) -> list[Any]:

@@ -14,7 +14,6 @@ from py_ecc.optimized_bls12_381.optimized_curve import normalize
 from btcl2.bridge.anvil import ANVIL_DEV_KEYS, Anvil
 from btcl2.bridge.attest import (
     attestation_args,
-    deploy_attestation_verifier,
     g2_from_eip2537,
     is_attested,
     mint_exit,
@@ -54,8 +53,8 @@ def chain() -> Iterator[Chain]:
         evm = EvmClient(anvil.url)
         config = BridgeConfig.for_params(PARAMS, REGTEST_GENESIS, OWNER.address, OWNER.address)
         dep = deploy_bridge_stack(evm, OWNER, config)
-        verifier = deploy_attestation_verifier(evm, OWNER, dep.bridge, PARAMS)
-        yield Chain(evm, dep, verifier)
+        assert dep.attestation_verifier is not None
+        yield Chain(evm, dep, dep.attestation_verifier)
 
 
 def _attest(number: int, exits: bytes, signers: list[int], secrets: list[int] | None = None) -> Attestation:

@@ -28,7 +28,7 @@ from btcl2.bitcoin import address
 from btcl2.bitcoin.keys import PrivateKey
 from btcl2.bitcoin.tx import OutPoint, Tx, TxOut
 from btcl2.bridge.anvil import ANVIL_DEV_KEYS, Anvil
-from btcl2.bridge.attest import deploy_attestation_verifier, mint_exit, submit_attestation
+from btcl2.bridge.attest import mint_exit, submit_attestation
 from btcl2.bridge.deploy import REGTEST_GENESIS, BridgeConfig, deploy_bridge_stack
 from btcl2.bridge.evm import ContractRevert, EvmClient, account
 from btcl2.core import eip712
@@ -228,7 +228,6 @@ def test_exit_attested_replayed_and_minted(flow: Flow) -> None:
         evm = EvmClient(anvil.url)
         config = BridgeConfig.for_params(PARAMS, REGTEST_GENESIS, OWNER.address, OWNER.address)
         dep = deploy_bridge_stack(evm, OWNER, config)
-        deploy_attestation_verifier(evm, OWNER, dep.bridge, PARAMS)
         with pytest.raises(ContractRevert) as info:
             submit_attestation(evm, dep.bridge, replace(record, signers=0b001), CLAIMER)
         assert info.value.name == "TooFewSigners"
