@@ -4,7 +4,8 @@ by a sequencer at the fee-rate floor and sealed, then anchored as the poster doe
 The figure is the L2 fees the sealed spam paid, against the bound the poster's Bitcoin fee for the anchor
 transactions carrying that batch at the same fee rate (their vsize times the rate), both from the same run;
 a ratio of at least 1.0 means the spammer pays for what it costs. Batches of 1 and 10 show the part of an
-anchor a lone transaction does not pay for: the commitment, the input and the change (about 300 vB).
+anchor a lone transaction does not pay for: the batch header, the commitment, the input and the change
+(about 440 vB).
 """
 
 import hashlib

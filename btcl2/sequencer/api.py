@@ -3,7 +3,8 @@
 Every error reaches the client as a JSON-RPC error object, never a traceback: -32700 parse error,
 -32600 invalid request, -32601 method not found, -32602 invalid params (naming the parameter), -32001 a
 rejected transaction (data: the exception class and message), -32004 not found, -32005 rate limited
-(HTTP 429), -32010 a fee below the minimum L2 fee (data: minFee and its inputs), -32603 internal error. Bodies above 1 MiB get HTTP 413.
+(HTTP 429), -32010 a fee below the minimum L2 fee (data: minFee and its inputs), -32603 internal error.
+Bodies above 1 MiB get HTTP 413.
 """
 
 import asyncio

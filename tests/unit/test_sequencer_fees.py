@@ -17,6 +17,7 @@ from btcl2.core.types import Hash32, Sats, SignedTx, Transfer
 from btcl2.errors import InvalidInput, Temporary
 from btcl2.poster.fees import FeePolicy
 from btcl2.sequencer.api import FEE_TOO_LOW, SequencerAPI
+from btcl2.sequencer.config import ConfigError, load_config
 from btcl2.sequencer.fees import FeeRatePoller, FeeTooLow, L2FeePolicy, da_vbytes, min_l2_fee
 from btcl2.sequencer.mempool import MempoolFull
 from btcl2.sequencer.service import Sequencer
@@ -187,3 +188,20 @@ def test_the_rate_is_the_posters_clamped_estimate_and_survives_an_unreachable_no
         asyncio.run(poller.refresh())
         seen.append(seq.fee_rate)
     assert seen == [10, 10, 50, 2]
+
+
+def test_config_sets_the_fee_policy_and_refuses_a_margin_below_cost(tmp_path: Path) -> None:
+    toml = tmp_path / "seq.toml"
+    flags = {"datadir": str(tmp_path), "bitcoin_rpc": "http://127.0.0.1:1/"}
+    toml.write_text("fee_floor = 5\nfee_ceiling = 40\nconf_target = 6\nfee_margin_pct = 200\n")
+    policy = load_config(toml, flags).fee_policy()
+    assert (policy.rates.floor, policy.rates.ceiling, policy.rates.conf_target, policy.margin_pct) == (
+        5,
+        40,
+        6,
+        200,
+    )
+    for bad in ("fee_margin_pct = 99\n", "fee_floor = 0\n", "fee_floor = 1.5\n", "fee_interval = 0\n"):
+        toml.write_text(bad)
+        with pytest.raises(ConfigError):
+            load_config(toml, flags)
