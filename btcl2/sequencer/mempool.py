@@ -117,8 +117,8 @@ class Mempool:
         self._by_sender: dict[Address20, dict[int, MempoolEntry]] = {}
         self._by_hash: dict[Hash32, MempoolEntry] = {}
         self._next_seq = 0
-        self._totals: dict[Address20, tuple[int, int]] = {}
-        """Per sender: (sum of fees, sum of sizes) of its pending chain."""
+        self._totals: dict[Address20, tuple[int, int, int]] = {}
+        """Per sender: (sum of fees, sum of sizes, sum of costs) of its pending chain."""
         self._version: dict[Address20, int] = {}
         """Per sender: the number of its chain's last change (from one counter, so never reused)."""
         self._changes = 0
@@ -173,7 +173,8 @@ class Mempool:
                 victim = self._victim_for(entry)
         else:
             _check_replacement(old, entry, incremental)
-        spent = sum(e.cost for n, e in pending.items() if n != tx.nonce) + tx.amount + tx.fee
+        others = self._totals.get(sender, (0, 0, 0))[2] - (0 if old is None else old.cost)
+        spent = others + tx.amount + tx.fee
         if spent > account.balance:
             raise InsufficientBalance(
                 f"balance {account.balance} < {spent} spent by this and the pending transactions of 0x{sender.hex()}"
@@ -192,7 +193,7 @@ class Mempool:
 
     def _victim_for(self, entry: MempoolEntry) -> MempoolEntry:
         """The tail a newcomer to a full mempool evicts; MempoolFull if it evicts none."""
-        fees, size = self._totals.get(entry.sender, (0, 0))
+        fees, size, _ = self._totals.get(entry.sender, (0, 0, 0))
         score = min(entry.fee_rate, Fraction(fees + entry.fee, size + entry.size))
         low = self._lowest_tail(entry.sender)
         if low is not None and score > low[0]:
@@ -227,13 +228,19 @@ class Mempool:
 
     def _tail(self, sender: Address20) -> MempoolEntry:
         pending = self._by_sender[sender]
-        return pending[max(pending)]
+        return pending[next(reversed(pending))]
 
     def _put(self, entry: MempoolEntry) -> None:
-        self._by_sender.setdefault(entry.sender, {})[entry.nonce] = entry
+        """Add one entry, keeping each sender's dict in nonce order (so its tail is its last key)."""
+        pending = self._by_sender.setdefault(entry.sender, {})
+        if pending and entry.nonce < next(reversed(pending)):  # a replacement or a restored nonce
+            pending[entry.nonce] = entry
+            self._by_sender[entry.sender] = dict(sorted(pending.items()))
+        else:
+            pending[entry.nonce] = entry
         self._by_hash[entry.tx_hash] = entry
-        fees, size = self._totals.get(entry.sender, (0, 0))
-        self._totals[entry.sender] = (fees + entry.fee, size + entry.size)
+        fees, size, cost = self._totals.get(entry.sender, (0, 0, 0))
+        self._totals[entry.sender] = (fees + entry.fee, size + entry.size, cost + entry.cost)
         self._touch(entry.sender)
 
     def _drop(self, entry: MempoolEntry) -> None:
@@ -242,8 +249,8 @@ class Mempool:
         pending = self._by_sender[entry.sender]
         if pending.get(entry.nonce) is entry:
             del pending[entry.nonce]
-        fees, size = self._totals[entry.sender]
-        self._totals[entry.sender] = (fees - entry.fee, size - entry.size)
+        fees, size, cost = self._totals[entry.sender]
+        self._totals[entry.sender] = (fees - entry.fee, size - entry.size, cost - entry.cost)
         if not pending:
             del self._by_sender[entry.sender]
             del self._totals[entry.sender]
@@ -259,7 +266,7 @@ class Mempool:
         self._version[sender] = version
         tail = self._tail(sender)
         if tail.evictable:
-            fees, size = self._totals[sender]
+            fees, size, _ = self._totals[sender]
             score = min(tail.fee_rate, Fraction(fees, size))
             heapq.heappush(self._tails, (score, -tail.seq, version, sender))
         if len(self._tails) > 4 * len(self._by_sender) + 64:
