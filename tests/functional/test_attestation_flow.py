@@ -193,7 +193,8 @@ def _attested(f: Flow, upto: int) -> dict[str, Any] | None:
 
 
 def test_exit_attested_replayed_and_minted(flow: Flow) -> None:
-    exit_tx = ExitToEvm(Sats(EXIT_AMOUNT), Sats(100), 0, Address20(bytes.fromhex(RECIPIENT.address[2:])))
+    fee = flow.call("l2_estimateFee", "exit")["minFee"]
+    exit_tx = ExitToEvm(Sats(EXIT_AMOUNT), Sats(fee), 0, Address20(bytes.fromhex(RECIPIENT.address[2:])))
     signed = eip712.sign(exit_tx, USER_KEY, PARAMS.l2_chain_id)
     tx_hash = flow.call("l2_sendTransaction", "0x" + signed.encode().hex())["txHash"]
     wait_until(lambda: flow.call("l2_getTransaction", tx_hash)["batch"] is not None, 20, "exit sealed")
