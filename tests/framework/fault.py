@@ -59,6 +59,12 @@ SCRIPTS = [
     bytes.fromhex("6a0401020304"),  # OP_RETURN: non-standard payee
     bytes.fromhex("0015" + "22" * 21),  # v0 program of 21 bytes: non-standard
     b"",
+    bytes.fromhex("5114" + "22" * 20),  # v1 program of 20 bytes: unknown witness version, not a payee
+    bytes.fromhex("5220" + "44" * 32),  # v2 program of 32 bytes: same
+    bytes.fromhex("76a914" + "66" * 20 + "88ad"),  # P2PKH with the wrong last opcode
+    bytes.fromhex("a914" + "55" * 20 + "88"),  # P2SH with the wrong last opcode
+    bytes.fromhex("0114" + "22" * 20),  # 0x01 is a one-byte push, not a witness version
+    bytes.fromhex("5120" + "44" * 31),  # P2TR one byte short
 ]
 SIG_FAULTS = ("none", "high_s", "bad_v", "r_zero", "garbage", "other_key", "s_zero", "r_big")
 REASON_OF: dict[type[InvalidInput], Reason] = {
@@ -136,7 +142,7 @@ def _fault_signature(signed: SignedTx, fault: str, seed: int) -> SignedTx:
     r, s, v = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:64], "big"), sig[64]
     rng = random.Random(seed)
     if fault == "high_s":
-        s, v = SECP256K1_N - s, v ^ 1
+        s, v = SECP256K1_N - s, 55 - v  # the same key signs (r, n - s) with the other parity
     elif fault == "bad_v":
         v = rng.choice([0, 1, 26, 29, 255])
     elif fault == "r_zero":
@@ -232,3 +238,73 @@ def seal(state: State, credits: list[DepositCredit], txs: list[SignedTx]) -> Bat
 def with_header(batch: Batch, **changes: object) -> Batch:
     """The batch with header fields replaced (to make a wrong claim)."""
     return Batch(replace(batch.header, **changes), batch.transactions)  # type: ignore[arg-type]
+
+
+def valid_batch() -> tuple[State, Batch]:
+    """A valid batch with a deposit, a transfer, a withdrawal, an exit, a self-transfer and a transfer to the
+    fee account."""
+    state, pool = pre_state(5, 7)
+    specs = [
+        OpSpec("deposit", 0, 9, 50_000, 0, 0, 0, "none"),
+        OpSpec("transfer", 0, 1, 1000, 5, 0, 0, "none"),
+        OpSpec("withdrawal", 1, 0, 20_000, 7, 0, 0, "none"),
+        OpSpec("exit", 2, 12, 30_000, 9, 0, 0, "none"),
+        OpSpec("transfer", 3, 3, 10, 1, 0, 0, "none"),  # to itself
+        OpSpec("transfer", 0, 4, 10, 1, 0, 0, "none"),  # to the fee account
+    ]
+    return state, make_batch(state, pool, specs)
+
+
+def _spec(kind: str = "transfer", **kw: object) -> OpSpec:
+    base: dict[str, object] = {
+        "kind": kind,
+        "key": 0,
+        "to": 1,
+        "amount": 20_000,
+        "fee": 5,
+        "script": 0,
+        "nonce_delta": 0,
+        "sig_fault": "none",
+    }
+    base.update(kw)
+    return OpSpec(**base)
+
+
+FAULTS = {
+    "high_s": (_spec(sig_fault="high_s"), Reason.BAD_SIGNATURE),
+    "bad_v": (_spec(sig_fault="bad_v"), Reason.BAD_SIGNATURE),
+    "r_zero": (_spec(sig_fault="r_zero"), Reason.BAD_SIGNATURE),
+    "s_zero": (_spec(sig_fault="s_zero"), Reason.BAD_SIGNATURE),
+    "r_big": (_spec(sig_fault="r_big"), Reason.BAD_SIGNATURE),
+    "nonce_gap": (_spec(nonce_delta=1), Reason.BAD_NONCE),
+    "overdraw": (_spec(amount=3_015_000), Reason.INSUFFICIENT_BALANCE),
+    "amount_plus_fee_overflow": (_spec(amount=2_100_000_000_000_000, fee=1), Reason.AMOUNT_OVERFLOW),
+    "recipient_overflow": (_spec(to=5, amount=1), Reason.AMOUNT_OVERFLOW),
+    "fee_account_overflow": (_spec(to=1, amount=1, fee=1, key=1), Reason.AMOUNT_OVERFLOW),
+    "dust_withdrawal": (_spec("withdrawal", amount=9_999), Reason.DUST_AMOUNT),
+    "dust_exit": (_spec("exit", amount=9_999), Reason.DUST_AMOUNT),
+    "nonstandard_script": (_spec("withdrawal", script=5), Reason.NON_STANDARD_SCRIPT),
+    "empty_script": (_spec("withdrawal", script=7), Reason.NON_STANDARD_SCRIPT),
+    "dust_deposit": (_spec("deposit", amount=9_999), Reason.DUST_AMOUNT),
+    "deposit_overflow": (_spec("deposit", to=5, amount=10_000), Reason.AMOUNT_OVERFLOW),
+}
+
+
+def fault_case(name: str) -> tuple[State, Batch, int, Reason]:
+    """A state and a batch whose fourth operation breaks one rule (the ones before it are valid)."""
+    spec, reason = FAULTS[name]
+    state, pool = pre_state(3, 11)
+    # pool[5] (the first extra) is topped up to MAX_MONEY so that crediting it overflows; a fee-account
+    # overflow needs the fee account full: the case "fee_account_overflow" fills it with a first deposit.
+    journal = Journal(state)
+    journal.set_accounts({pool[5]: Account(Sats(MAX_MONEY), 0)})
+    if name == "fee_account_overflow":
+        journal.set_accounts({pool[4]: Account(Sats(MAX_MONEY), 0)})
+    state = journal.commit()
+    prefix = [_spec("deposit", to=0, amount=15_000), _spec(key=2, to=3), _spec("exit", key=3, to=9)]
+    if name == "fee_account_overflow":
+        prefix = [_spec("deposit", to=0, amount=15_000), _spec("deposit", to=2), _spec("deposit", to=3)]
+    batch = make_batch(state, pool, [*prefix, spec, _spec(key=2, to=7)])
+    ops = len(batch.header.deposits)
+    index = ops - 1 if spec.kind == "deposit" else ops + len(batch.transactions) - 2
+    return state, batch, index, reason

@@ -29,13 +29,15 @@ from btcl2.errors import InvalidInput
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from framework.fault import (
+    FAULTS,
     PARAMS,
     REASON_OF,
-    OpSpec,
+    fault_case,
     first_failure,
     make_batch,
     op_specs,
     pre_state,
+    valid_batch,
     with_header,
 )
 
@@ -75,19 +77,6 @@ def test_steps_agree_with_apply_batch(drawn: tuple[int, int, list]) -> None:  # 
             assert (valid, reason) == (False, int(result.invalid.reason))
 
 
-def _valid_batch():  # type: ignore[no-untyped-def]
-    state, pool = pre_state(5, 7)
-    specs = [
-        OpSpec("deposit", 0, 9, 50_000, 0, 0, 0, "none"),
-        OpSpec("transfer", 0, 1, 1000, 5, 0, 0, "none"),
-        OpSpec("withdrawal", 1, 0, 20_000, 7, 0, 0, "none"),
-        OpSpec("exit", 2, 12, 30_000, 9, 0, 0, "none"),
-        OpSpec("transfer", 3, 3, 10, 1, 0, 0, "none"),  # to itself
-        OpSpec("transfer", 0, 4, 10, 1, 0, 0, "none"),  # to the fee account
-    ]
-    return state, make_batch(state, pool, specs)
-
-
 @pytest.mark.parametrize(
     ("field", "reason"),
     [
@@ -96,7 +85,7 @@ def _valid_batch():  # type: ignore[no-untyped-def]
     ],
 )
 def test_wrong_header_root_fails_the_seal_step(field: str, reason: Reason) -> None:
-    state, batch = _valid_batch()
+    state, batch = valid_batch()
     bad = with_header(batch, **{field: Hash32(b"\x13" * 32)})
     with pytest.raises(RootMismatch):
         apply_batch(state, bad, PARAMS)
@@ -106,14 +95,14 @@ def test_wrong_header_root_fails_the_seal_step(field: str, reason: Reason) -> No
 
 
 def test_wrong_exits_root_fails_the_seal_step() -> None:
-    state, batch = _valid_batch()
+    state, batch = valid_batch()
     context = replace(honest_context(batch, PARAMS.l2_chain_id), exits_root=Hash32(b"\x14" * 32))
     result = trace(batch, state, PARAMS, context)
     assert result.invalid is not None and result.invalid.reason == Reason.EXITS_ROOT_MISMATCH
 
 
 def test_too_many_transactions_is_invalid_at_every_step() -> None:
-    state, batch = _valid_batch()
+    state, batch = valid_batch()
     params = Params(max_batch_txs=2)
     result = trace(batch, state, params)
     assert result.invalid is not None
@@ -121,7 +110,7 @@ def test_too_many_transactions_is_invalid_at_every_step() -> None:
 
 
 def test_bad_witnesses_are_rejected_not_judged() -> None:
-    state, batch = _valid_batch()
+    state, batch = valid_batch()
     result = trace(batch, state, PARAMS)
     ctx = result.context
     for i in range(len(result.states) - 1):
@@ -146,71 +135,13 @@ def test_bad_witnesses_are_rejected_not_judged() -> None:
             )
 
 
-def _spec(kind: str = "transfer", **kw: object) -> OpSpec:
-    base: dict[str, object] = {
-        "kind": kind,
-        "key": 0,
-        "to": 1,
-        "amount": 20_000,
-        "fee": 5,
-        "script": 0,
-        "nonce_delta": 0,
-        "sig_fault": "none",
-    }
-    base.update(kw)
-    return OpSpec(**base)  # type: ignore[arg-type]
-
-
-FAULTS = {
-    "high_s": (_spec(sig_fault="high_s"), Reason.BAD_SIGNATURE),
-    "bad_v": (_spec(sig_fault="bad_v"), Reason.BAD_SIGNATURE),
-    "r_zero": (_spec(sig_fault="r_zero"), Reason.BAD_SIGNATURE),
-    "s_zero": (_spec(sig_fault="s_zero"), Reason.BAD_SIGNATURE),
-    "r_big": (_spec(sig_fault="r_big"), Reason.BAD_SIGNATURE),
-    "nonce_gap": (_spec(nonce_delta=1), Reason.BAD_NONCE),
-    "overdraw": (_spec(amount=3_015_000), Reason.INSUFFICIENT_BALANCE),
-    "amount_plus_fee_overflow": (_spec(amount=2_100_000_000_000_000, fee=1), Reason.AMOUNT_OVERFLOW),
-    "recipient_overflow": (_spec(to=5, amount=1), Reason.AMOUNT_OVERFLOW),
-    "fee_account_overflow": (_spec(to=1, amount=1, fee=1, key=1), Reason.AMOUNT_OVERFLOW),
-    "dust_withdrawal": (_spec("withdrawal", amount=9_999), Reason.DUST_AMOUNT),
-    "dust_exit": (_spec("exit", amount=9_999), Reason.DUST_AMOUNT),
-    "nonstandard_script": (_spec("withdrawal", script=5), Reason.NON_STANDARD_SCRIPT),
-    "empty_script": (_spec("withdrawal", script=7), Reason.NON_STANDARD_SCRIPT),
-    "dust_deposit": (_spec("deposit", amount=9_999), Reason.DUST_AMOUNT),
-    "deposit_overflow": (_spec("deposit", to=5, amount=10_000), Reason.AMOUNT_OVERFLOW),
-}
-
-
-def fault_case(name: str) -> tuple[object, object, int, Reason]:
-    """A state and a batch whose fourth operation breaks one rule (the ones before it are valid)."""
-    spec, reason = FAULTS[name]
-    state, pool = pre_state(3, 11)
-    # pool[5] (the first extra) is topped up to MAX_MONEY so that crediting it overflows; a fee-account
-    # overflow needs the fee account full: the case "fee_account_overflow" fills it with a first deposit.
-    from btcl2.bitcoin.tx import MAX_MONEY
-    from btcl2.core.state import Account, Journal
-
-    journal = Journal(state)
-    journal.set_accounts({pool[5]: Account(MAX_MONEY, 0)})  # type: ignore[arg-type]
-    if name == "fee_account_overflow":
-        journal.set_accounts({pool[4]: Account(MAX_MONEY, 0)})  # type: ignore[arg-type]
-    state = journal.commit()
-    prefix = [_spec("deposit", to=0, amount=15_000), _spec(key=2, to=3), _spec("exit", key=3, to=9)]
-    if name == "fee_account_overflow":
-        prefix = [_spec("deposit", to=0, amount=15_000), _spec("deposit", to=2), _spec("deposit", to=3)]
-    batch = make_batch(state, pool, [*prefix, spec, _spec(key=2, to=7)])
-    ops = len(batch.header.deposits)
-    index = ops - 1 if spec.kind == "deposit" else ops + len(batch.transactions) - 2
-    return state, batch, index, reason
-
-
 @pytest.mark.parametrize("name", sorted(FAULTS))
 def test_each_fault_kind_is_the_invalid_step(name: str) -> None:
     state, batch, index, reason = fault_case(name)
-    failure = first_failure(state, batch)  # type: ignore[arg-type]
+    failure = first_failure(state, batch)
     assert failure is not None and (failure[0], REASON_OF[type(failure[1])]) == (index, reason)
     with pytest.raises(InvalidInput):
-        apply_batch(state, batch, PARAMS)  # type: ignore[arg-type]
-    result = trace(batch, state, PARAMS)  # type: ignore[arg-type]
+        apply_batch(state, batch, PARAMS)
+    result = trace(batch, state, PARAMS)
     assert result.invalid is not None
     assert (result.invalid.step, result.invalid.reason) == (index, reason)
