@@ -125,16 +125,34 @@ def spec_from_seed(seed: int) -> OpSpec:
 op_specs = st.integers(0, 2**64).map(spec_from_seed)
 
 
+def _flip(address: Address20, bit: int) -> Address20:
+    """`address` with path bit `bit` flipped (most significant first): a key sharing `bit` leading bits."""
+    value = int.from_bytes(address, "big") ^ (1 << (159 - bit))
+    return Address20(value.to_bytes(20, "big"))
+
+
+NEAR = [
+    _flip(ADDRS[0], 159),
+    _flip(ADDRS[1], 140),
+    _flip(ADDRS[2], 60),
+    _flip(ADDRS[0], 158),
+    _flip(ADDRS[3], 0),
+]
+"""Keys that share long path prefixes with the signers: the first two are funded (so proofs cross chains of
+empty siblings), the others are fresh (so a credit splits a leaf deep in the tree)."""
+
+
 def pre_state(extra: int, seed: int, balance: int = 3_000_000) -> tuple[State, list[Address20]]:
-    """A state with KEYS funded and `extra` more random funded accounts; the address pool to pay into."""
+    """A state with KEYS, two NEAR keys and `extra` more random accounts funded; the address pool to pay into
+    (signers, fee account, NEAR keys, fresh keys, then the extra accounts)."""
     rng = random.Random(seed)
     extras = [Address20(rng.randbytes(20)) for _ in range(extra)]
     journal = Journal(State())
-    writes = {a: Account(Sats(balance), 0) for a in ADDRS}
+    writes = {a: Account(Sats(balance), 0) for a in [*ADDRS, *NEAR[:2]]}
     writes.update({a: Account(Sats(rng.randint(1, 10**8)), rng.randint(0, 3)) for a in extras})
     journal.set_accounts(writes)
-    fresh = [Address20(rng.randbytes(20)) for _ in range(8)]
-    return journal.commit(), [*ADDRS, FEE_ACCOUNT, *extras, *fresh]
+    fresh = [Address20(rng.randbytes(20)) for _ in range(4)]
+    return journal.commit(), [*ADDRS, FEE_ACCOUNT, *NEAR, *fresh, *extras]
 
 
 def _fault_signature(signed: SignedTx, fault: str, seed: int) -> SignedTx:

@@ -32,9 +32,10 @@ from btcl2.bridge.prover import deploy_prover, prover_step, step_gas
 from btcl2.core.fault.execute import step
 from btcl2.core.fault.model import BadWitness, BatchContext, Reason, StepInvalid, commitment, initial_state
 from btcl2.core.fault.prove import Trace, honest_context, trace
-from btcl2.core.fault.witness import encode_branch
+from btcl2.core.fault.witness import Cursor, encode_branch, read_proof
 from btcl2.core.hashing import keccak256
 from btcl2.core.merkle import merkle_root
+from btcl2.core.smt import EMPTY_ROOT, Proof
 from btcl2.core.types import Hash32
 
 pytestmark = pytest.mark.functional
@@ -196,3 +197,31 @@ def test_transfer_step_gas(chain: tuple[EvmClient, Contract]) -> None:
     gas = step_gas(client, prover, result.context.hash, commitment(result.states[0]), witness)
     print(f"one-step proof of a transfer (1,000 accounts): {gas} gas, witness {len(witness)} bytes")
     assert gas <= 400_000
+
+
+def _non_canonical(proof: Proof) -> bytes:
+    """`proof` with every sibling listed as present, empty ones too (an encoding smt.py never produces)."""
+    depth = len(proof.siblings)
+    bitmap = bytearray((depth + 7) // 8)
+    for i in range(depth):
+        bitmap[i >> 3] |= 0x80 >> (i & 7)
+    leaf = b"" if proof.leaf is None else proof.leaf[0] + proof.leaf[1]
+    return bytes([0 if proof.leaf is None else 1, depth]) + bytes(bitmap) + b"".join(proof.siblings) + leaf
+
+
+def test_non_canonical_account_proof_reverts(chain: tuple[EvmClient, Contract]) -> None:
+    """A proof that lists an empty sibling as present folds to the same root, but a touch has one encoding."""
+    client, prover = chain
+    state, pool = pre_state(0, 5)
+    result = trace(make_batch(state, pool, [OpSpec("transfer", 0, 1, 1_000, 1, 0, 0, "none")]), state, PARAMS)
+    body = result.bodies[0]
+    raw_len = int.from_bytes(body[:2], "big")
+    cursor = Cursor(body[2 + raw_len + 16 :])  # one transaction: no branch; the sender's touch follows
+    proof = read_proof(cursor)
+    assert EMPTY_ROOT in proof.siblings  # NEAR[0] shares 159 bits with the sender: a chain of empty siblings
+    start = 2 + raw_len + 16
+    forged = body[:start] + _non_canonical(proof) + body[start + cursor.pos :]
+    witness = result.context.encode() + result.states[0].encode() + forged
+    pre = commitment(result.states[0])
+    assert _agree(client, prover, result.context.hash, pre, result.witness(0)) is not None
+    assert _agree(client, prover, result.context.hash, pre, witness) is None
