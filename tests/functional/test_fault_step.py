@@ -30,7 +30,15 @@ from btcl2.bridge.anvil import ANVIL_DEV_KEYS, Anvil
 from btcl2.bridge.evm import Contract, ContractRevert, EvmClient, account
 from btcl2.bridge.prover import deploy_prover, prover_step, step_gas
 from btcl2.core.fault.execute import step
-from btcl2.core.fault.model import BadWitness, BatchContext, Reason, StepInvalid, commitment, initial_state
+from btcl2.core.fault.model import (
+    BadWitness,
+    BatchContext,
+    Reason,
+    StepInvalid,
+    StepState,
+    commitment,
+    initial_state,
+)
 from btcl2.core.fault.prove import Trace, honest_context, trace
 from btcl2.core.fault.witness import Cursor, encode_branch, read_proof
 from btcl2.core.hashing import keccak256
@@ -225,3 +233,14 @@ def test_non_canonical_account_proof_reverts(chain: tuple[EvmClient, Contract]) 
     pre = commitment(result.states[0])
     assert _agree(client, prover, result.context.hash, pre, result.witness(0)) is not None
     assert _agree(client, prover, result.context.hash, pre, witness) is None
+
+
+def test_commitment_encoding_matches_the_contract(chain: tuple[EvmClient, Contract]) -> None:
+    client, prover = chain
+    rng = random.Random(9)
+    for step_index in (0, 1, 2**32, 2**64 - 1):
+        state = StepState(step_index, *(Hash32(rng.randbytes(32)) for _ in range(3)))
+        on_chain = client.call(
+            prover, "commitmentOf", step_index, state.state_root, state.withdrawals_acc, state.exits_acc
+        )
+        assert bytes(on_chain) == commitment(state)

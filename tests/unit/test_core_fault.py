@@ -15,6 +15,7 @@ from btcl2.core.exits import exit_records, exits_root
 from btcl2.core.fault.execute import step
 from btcl2.core.fault.model import (
     BadWitness,
+    BatchContext,
     Reason,
     StepState,
     commitment,
@@ -145,3 +146,19 @@ def test_each_fault_kind_is_the_invalid_step(name: str) -> None:
     result = trace(batch, state, PARAMS)
     assert result.invalid is not None
     assert (result.invalid.step, result.invalid.reason) == (index, reason)
+
+
+def test_encodings_are_fixed() -> None:
+    """The commitment and context encodings are wire formats OneStepProver.sol reads: pin them."""
+    state = StepState(7, Hash32(bytes(range(32))), Hash32(b"\x11" * 32), Hash32(b"\x22" * 32))
+    assert state.encode()[:8] == bytes.fromhex("0000000000000007")
+    assert StepState.decode(state.encode()) == state
+    assert commitment(state).hex() == "f64b68311794d857ead12f632c945aa89cdb2d18e5a04c4ac7e7ac9d3da77ad1"
+    context = BatchContext(
+        *(Hash32(bytes([1]) * 32), 3, Hash32(bytes([2]) * 32), 2),
+        *(Hash32(bytes([i]) * 32) for i in (3, 4, 5)),
+    )
+    assert context.encode()[32:36] == b"\x00\x00\x00\x03" and len(context.encode()) == 168
+    assert BatchContext.decode(context.encode()) == context
+    assert context.hash.hex() == "c6817eb5ce7dd2e177d1b5547aac997968b7a70acdf616876cd6776a15a1955f"
+    assert context.step_count == 6

@@ -12,7 +12,6 @@ from typing import Self
 from btcl2.core.exits import exits_root
 from btcl2.core.hashing import keccak256
 from btcl2.core.merkle import merkle_root
-from btcl2.core.transition import transactions_root, withdrawals_root
 from btcl2.core.types import Batch, DepositCredit, ExitRecord, Hash32, WithdrawalRecord
 from btcl2.errors import InvalidInput
 
@@ -214,7 +213,5 @@ __all__ = [
     "deposits_root",
     "final_state",
     "initial_state",
-    "transactions_root",
     "withdrawal_leaf",
-    "withdrawals_root",
 ]
