@@ -244,3 +244,22 @@ def test_commitment_encoding_matches_the_contract(chain: tuple[EvmClient, Contra
             prover, "commitmentOf", step_index, state.state_root, state.withdrawals_acc, state.exits_acc
         )
         assert bytes(on_chain) == commitment(state)
+
+
+@pytest.mark.parametrize(
+    ("amount", "expected"),
+    [(21_000_000 * 10**8 + 1, (False, int(Reason.MALFORMED))), (2**64 - 1, (False, int(Reason.MALFORMED)))],
+)
+def test_deposit_amount_over_max_money_is_malformed(
+    chain: tuple[EvmClient, Contract], amount: int, expected: tuple[bool, int]
+) -> None:
+    """A deposits root may hold a credit whose amount no decoder accepts: its step is MALFORMED on both."""
+    client, prover = chain
+    state, pool = pre_state(2, 4)
+    credit = bytes(32) + bytes(4) + pool[8] + struct.pack("<Q", amount)
+    leaves = [keccak256(credit)]
+    context = BatchContext(Hash32(bytes(32)), 0, Hash32(merkle_root(leaves)), 1, *(Hash32(bytes(32)),) * 3)
+    pre = initial_state(state.root)
+    witness = context.encode() + pre.encode() + credit + encode_branch(leaves, 0)
+    got = _agree(client, prover, context.hash, commitment(pre), witness)
+    assert got is not None and got[:2] == expected
