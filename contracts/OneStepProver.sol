@@ -552,12 +552,18 @@ contract OneStepProver {
     /// @dev Read u32 n and n leaves; revert unless their hash chain from zero is `acc`.
     function _leaves(bytes calldata w, Run memory run, bytes32 acc) internal pure returns (bytes32[] memory out) {
         uint256 n = uint32(bytes4(_take(w, run, 4)));
-        if (n * 32 > w.length) revert WitnessTruncated();
+        bytes calldata data = _take(w, run, n * 32);
         out = new bytes32[](n);
         bytes32 folded;
         for (uint256 i = 0; i < n; i++) {
-            out[i] = bytes32(_take(w, run, 32));
-            folded = keccak256(abi.encodePacked(folded, out[i]));
+            bytes32 leaf = bytes32(data[i * 32:i * 32 + 32]);
+            out[i] = leaf;
+            assembly ("memory-safe") {
+                // keccak256(folded || leaf) in the scratch space: no memory is allocated per leaf.
+                mstore(0x00, folded)
+                mstore(0x20, leaf)
+                folded := keccak256(0x00, 0x40)
+            }
         }
         if (folded != acc) revert AccumulatorMismatch();
     }

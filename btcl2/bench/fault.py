@@ -2,7 +2,8 @@
 
 - a transfer's step (decode, EIP-712 digest, ecrecover, three account proofs read and rewritten, a
   transactions-root branch) in trees of 1,000 and 10,000 accounts;
-- a deposit's step (one account) and a seal step (re-rooting 16 withdrawal and 16 exit leaves).
+- a deposit's step (one account) and seal steps (re-rooting 16 + 16 and 256 + 256 withdrawal and exit
+  leaves: the seal's cost grows with the batch's withdrawals and exits, about 1,200 gas per leaf).
 
 The bound is the issue's goal for the one-step proof of a transfer: 400,000 gas. Each figure is the whole
 transaction's gas (21,000 intrinsic and the witness calldata included), as a game contract's caller pays it.
@@ -75,14 +76,16 @@ def measure() -> list[Figure]:
             if accounts == 10_000:
                 name = f"EVM gas per one-step proof (deposit, {accounts:,} accounts)"
                 figures.append(Figure(name, _gas(client, prover, result, 0), "gas", "goal", GOAL))
-        txs: list[Transfer | Withdrawal | ExitToEvm] = []
-        for n in range(16):
-            txs.append(Withdrawal(Sats(20_000), Sats(1), 2 * n, P2WPKH))
-            txs.append(ExitToEvm(Sats(20_000), Sats(1), 2 * n + 1, Address20(b"\x09" * 20)))
-        result = _trace(_state(100), params, 0, txs)
-        seal = len(result.states) - 2
-        name = "EVM gas per one-step proof (seal, 16 withdrawals + 16 exits)"
-        figures.append(Figure(name, _gas(client, prover, result, seal), "gas", "goal", GOAL))
+        for half in (16, 256):
+            txs: list[Transfer | Withdrawal | ExitToEvm] = []
+            for n in range(half):
+                txs.append(Withdrawal(Sats(20_000), Sats(1), 2 * n, P2WPKH))
+                txs.append(ExitToEvm(Sats(20_000), Sats(1), 2 * n + 1, Address20(b"\x09" * 20)))
+            result = _trace(_state(100), params, 0, txs)
+            name = f"EVM gas per one-step proof (seal, {half} withdrawals + {half} exits)"
+            figures.append(
+                Figure(name, _gas(client, prover, result, len(result.states) - 2), "gas", "goal", GOAL)
+            )
     return figures
 
 
