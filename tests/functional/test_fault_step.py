@@ -105,7 +105,7 @@ def _check_trace(client: EvmClient, prover: Contract, result: Trace) -> None:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
-@given(st.integers(0, 40), st.integers(0, 2**32), st.lists(op_specs, min_size=1, max_size=10))
+@given(st.integers(0, 40), st.integers(0, 2**32), st.lists(op_specs, max_size=10))
 def test_solidity_and_python_agree_on_every_step(
     chain: tuple[EvmClient, Contract], extra: int, seed: int, specs: list[OpSpec]
 ) -> None:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from btcl2.core.errors import RootMismatch
+from btcl2.core.errors import DuplicateDeposit, RootMismatch
 from btcl2.core.exits import exit_records, exits_root
 from btcl2.core.fault.execute import step
 from btcl2.core.fault.model import (
@@ -33,6 +33,7 @@ from framework.fault import (
     FAULTS,
     PARAMS,
     REASON_OF,
+    OpSpec,
     fault_case,
     first_failure,
     make_batch,
@@ -162,3 +163,20 @@ def test_encodings_are_fixed() -> None:
     assert BatchContext.decode(context.encode()) == context
     assert context.hash.hex() == "c6817eb5ce7dd2e177d1b5547aac997968b7a70acdf616876cd6776a15a1955f"
     assert context.step_count == 6
+
+
+def _deposit(to: int) -> OpSpec:
+    return OpSpec("deposit", 0, to, 50_000, 0, 0, 0, "none")
+
+
+def test_duplicate_deposit_is_a_known_gap() -> None:
+    """PROTOCOL.md, "Fault proofs": the state root does not commit to the credited deposits, so a batch that
+    credits one outpoint twice is rejected by apply_batch but every one of its steps is valid. This test pins the
+    gap so that closing it (a credited-deposits accumulator) shows up here."""
+    state, pool = pre_state(1, 3)
+    batch = make_batch(state, pool, [_deposit(0), _deposit(0)])
+    credit = batch.header.deposits[0]
+    batch = with_header(batch, deposits=(credit, credit))
+    with pytest.raises(DuplicateDeposit):
+        apply_batch(state, batch, PARAMS)
+    assert trace(batch, state, PARAMS).invalid is None
