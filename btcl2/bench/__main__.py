@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from btcl2.bench import anchor, attestation, bridge, evm, federation, load, regtest, spam
+from btcl2.bench import anchor, attestation, bridge, evm, fault, federation, load, regtest, spam
 from btcl2.bench import sequencer as sequencer_bench
 from btcl2.bench.regtest import Figure
 
@@ -30,6 +30,7 @@ SUITES: dict[str, tuple[Callable[[], list[Figure]], bool]] = {
     "federation": (federation.measure, True),
     "evm": (evm.measure, False),
     "attestation": (attestation.measure, False),
+    "fault": (fault.measure, False),
     "load": (load.measure, True),
 }
 """name -> (measure, repeat): figures that vary between runs are repeated; exact ones (gas) are not."""
