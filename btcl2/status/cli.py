@@ -48,18 +48,18 @@ def _evm_mint(node: SyncBitcoinRPC, evm_rpc: str | None, bridge_address: str | N
     """The Bridge's answer for an EVM deposit, as `btcl2 deposit status` reads it (None: no EVM view)."""
     if not evm_rpc and not bridge_address:
         return None
-    if not evm_rpc or not bridge_address:
-        fail("the EVM view needs both --evm-rpc URL and --bridge 0x... (or a devnet)")
-    from btcl2.bridge.artifacts import load_artifact
-    from btcl2.bridge.evm import Contract, EvmClient
-    from btcl2.bridge.status import deposit_status
-    from btcl2.wallet.addresses import parse_l2_address, to_checksum_address
-
-    evm = EvmClient(evm_rpc)
-    bridge = Contract(to_checksum_address(parse_l2_address(bridge_address)), load_artifact("Bridge"))
 
     async def ask(txid: str, vout: int) -> dict[str, Any] | None:
-        found = deposit_status(node, evm, bridge, txid, vout, Params())
+        # Checked only when an EVM deposit is asked about: other ids need no EVM (a devnet without contracts).
+        if not evm_rpc or not bridge_address:
+            fail("an EVM deposit's mint needs both --evm-rpc URL and --bridge 0x... (or a devnet)")
+        from btcl2.bridge.artifacts import load_artifact
+        from btcl2.bridge.evm import Contract, EvmClient
+        from btcl2.bridge.status import deposit_status
+        from btcl2.wallet.addresses import parse_l2_address, to_checksum_address
+
+        bridge = Contract(to_checksum_address(parse_l2_address(bridge_address)), load_artifact("Bridge"))
+        found = deposit_status(node, EvmClient(evm_rpc), bridge, txid, vout, Params())
         return found if found["status"] == "minted" else None
 
     return ask

@@ -294,6 +294,8 @@ def test_btcl2_status_shows_the_relayers_mint(
     # Without an EVM view the answer says so instead of claiming the deposit is not minted.
     blind = cli_json("status", outpoint, *chains[:4])
     assert blind["status"] == "confirmed" and "EVM not asked" in blind["stages"][-1]["detail"]
+    half = cli("status", outpoint, *chains[:6])  # an EVM node but no Bridge: one line, not a guess
+    assert half.returncode == 1 and "needs both --evm-rpc URL and --bridge" in half.stderr
     r.stop()
 
 
