@@ -40,18 +40,22 @@ class _ProgressLine:
 
 
 @click.command("replay")
-@click.option("--bitcoin-rpc", required=True, help="Bitcoin Core JSON-RPC URL, e.g. http://127.0.0.1:18443/.")
+@click.option(
+    "--bitcoin-rpc",
+    default=None,
+    help="Bitcoin Core JSON-RPC URL, e.g. http://127.0.0.1:18443/ [default: the devnet's; required elsewhere].",
+)
 @click.option(
     "--bitcoin-cookie",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Bitcoin Core's .cookie file (user:password).",
+    help="Bitcoin Core's .cookie file (user:password) [default: the devnet's].",
 )
 @click.option(
     "--from-height",
     type=click.IntRange(0),
-    default=0,
-    show_default=True,
+    default=None,
+    show_default="the devnet's start height, else 0",
     help="The L2's start height: anchors and deposits below it are ignored.",
 )
 @click.option(
@@ -66,9 +70,9 @@ class _ProgressLine:
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of the summary.")
 def replay(
-    bitcoin_rpc: str,
+    bitcoin_rpc: str | None,
     bitcoin_cookie: Path | None,
-    from_height: int,
+    from_height: int | None,
     to_batch: int | None,
     datadir: Path | None,
     report_path: Path | None,
@@ -77,9 +81,16 @@ def replay(
     """Derive the L2 from Bitcoin alone: find every anchor, decode and re-execute each batch, check batch
     hash, data hash, state roots and forced inclusion of deposits.
 
+    On a devnet (--devnet DIR, BTCL2_DEVNET or ~/.btcl2/devnet) the node, its cookie and the start height come
+    from devnet.toml; elsewhere give --bitcoin-rpc (and --from-height if the L2 did not start at 0).
+
     Exit 0 when everything matches, 1 at a divergence (named: batch, transaction, expected vs got),
     2 when the node cannot be used.
     """
+    if not bitcoin_rpc:
+        click.echo("replay: error: no Bitcoin node: pass --bitcoin-rpc URL or run on a devnet", err=True)
+        sys.exit(EXIT_ERROR)
+    from_height = 0 if from_height is None else from_height
     params = Params()
     rpc = SyncBitcoinRPC(bitcoin_rpc, cookie_file=None if bitcoin_cookie is None else str(bitcoin_cookie))
     store = DerivedStore(datadir) if datadir is not None else None

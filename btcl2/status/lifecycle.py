@@ -156,11 +156,13 @@ def deposit_lifecycle(
     f_confs: int,
     anchor_time: int | None = None,
     evm_mint: dict[str, Any] | None = None,
+    evm_asked: bool = True,
 ) -> Lifecycle:
     """A deposit from: Bitcoin's view of it ({txid, vout, confirmations, blocktime, kind, recipient,
     amount_sats, status}; None when Bitcoin does not know the transaction), the sequencer's l2_getDeposit
     (None when it does not know it), the batch that credited it (l2_getBatch) and, for EVM deposits, the
-    mint ({evm_tx, evm_block} or None)."""
+    Bridge's mint ({evm_tx, evm_block} or None); evm_asked=False when no EVM node was asked, so the minted
+    stage says it is unknown rather than not reached."""
     if bitcoin is None:
         return Lifecycle("deposit", "?", "unknown", ())
     ident = f"{bitcoin['txid']}:{bitcoin.get('vout')}"
@@ -204,9 +206,10 @@ def deposit_lifecycle(
         minted = evm_mint is not None and evm_mint.get("evm_tx") is not None
         tx = None if evm_mint is None else evm_mint.get("evm_tx")
         block = None if evm_mint is None else evm_mint.get("evm_block")
-        stages.append(
-            Stage(EVM, "minted", minted, None, tx, None, None if block is None else f"block {block}")
-        )
+        detail = None if block is None else f"block {block}"
+        if not evm_asked:
+            detail = "EVM not asked (give --evm-rpc and --bridge, or run on a devnet)"
+        stages.append(Stage(EVM, "minted", minted, None, tx, None, detail))
         return Lifecycle("deposit", ident, _status(stages, "seen"), tuple(stages), info)
     credited = l2_deposit is not None and l2_deposit.get("status") == "credited"
     number = None if l2_deposit is None else l2_deposit.get("batch")

@@ -1,8 +1,9 @@
 """Gather the chains' answers for one status query and assemble its lifecycle (btcl2/status/lifecycle.py).
 
-The sources are three async callables — the sequencer's JSON-RPC, the Bitcoin node's JSON-RPC and
-(optionally) the coordinator's withdrawal status — so `btcl2 status` (HTTP clients) and the explorer
-(inside the sequencer's process) ask the very same questions.
+The sources are async callables — the sequencer's JSON-RPC, the Bitcoin node's JSON-RPC and, optionally, the
+coordinator's withdrawal status and the Bridge's record of a mint — so `btcl2 status` (HTTP clients) and the
+explorer (inside the sequencer's process) ask the very same questions. An EVM deposit's last stage comes from
+the Bridge only: without an EVM view it is reported as not asked, never as not minted.
 """
 
 from collections.abc import Awaitable, Callable
@@ -47,6 +48,9 @@ class Sources:
     """Rollup parameters (K, F, the federation script)."""
     coordinator: Callable[[str], Awaitable[dict[str, Any] | None]] | None = None
     """GET /withdrawal/<ref> of the coordinator (None: not asked)."""
+    evm_mint: Callable[[str, int], Awaitable[dict[str, Any] | None]] | None = None
+    """The Bridge's mint of deposit (txid, vout): {evm_tx, evm_block}, or None when the Bridge has not minted
+    it (None: the EVM is not asked)."""
 
 
 async def _maybe(ask: Ask, code: int, method: str, *params: Any) -> Any:
@@ -124,6 +128,10 @@ async def lookup(query: Query | str, src: Sources) -> Lifecycle:
         l2 = None
         if btc.get("kind") != "evm":
             l2 = await _maybe(src.l2, NOT_FOUND_L2, "l2_getDeposit", q.txid, btc["vout"])
+        if btc.get("kind") == "evm":
+            if src.evm_mint is None:
+                return deposit_lifecycle(btc, None, None, k, f, evm_asked=False)
+            return deposit_lifecycle(btc, None, None, k, f, None, await src.evm_mint(q.txid, btc["vout"]))
         batch = await _batch(src, None if l2 is None else l2.get("batch"))
         return deposit_lifecycle(btc, l2, batch, k, f, await anchor_time(src, batch))
     if q.kind == "batch":

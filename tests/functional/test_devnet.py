@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from btcl2.bridge.artifacts import load_artifact
+from btcl2.bridge.evm import Contract, EvmClient
 from btcl2.demo import AB, AC, BC, FEE, TO_EVM, TO_L2, W_EVM, W_L2, Cli, Outcome, Scenario
 from btcl2.devnet.config import read_devnet
 from btcl2.devnet.processes import belongs_to, kill_pid
@@ -26,6 +28,11 @@ def btcl2(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "btcl2", *args], capture_output=True, text=True, timeout=timeout, check=False
     )
+
+
+def checked(done: subprocess.CompletedProcess[str]) -> str:
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def status(datadir: Path) -> dict[str, Any]:
@@ -113,6 +120,22 @@ def test_scenario_balances_on_three_chains(outcome: Outcome) -> None:
     )  # fmt: skip
     assert report.l2_balances == sum(out.l2.values()) and report.uncredited == 0 and report.paid == 2
     assert out.ok, [what for what, ok in out.checks if not ok]
+
+
+def test_status_and_replay_need_no_flags_on_the_devnet(devnet: Path, outcome: Outcome) -> None:
+    """`btcl2 status` of the scenario's EVM deposit reads the devnet's Bridge: minted, with the Bridge's own
+    Minted event's transaction; `btcl2 replay` starts at the devnet's start height."""
+    doc = read_devnet(devnet)
+    assert doc.contracts is not None and doc.from_height is not None
+    evm = EvmClient(doc.evm_rpc)
+    (event,) = evm.get_events(Contract(doc.contracts.bridge, load_artifact("Bridge")), "Minted")
+    outpoint = f"{bytes(event.args['btcTxid'])[::-1].hex()}:{event.args['vout']}"
+    life = json.loads(checked(btcl2("--devnet", str(devnet), "status", outpoint, "--json")))
+    minted = life["stages"][-1]
+    assert (life["status"], minted["chain"], minted["done"]) == ("minted", "evm", True)
+    assert minted["txid"] == "0x" + event.tx_hash.hex()
+    replay = json.loads(checked(btcl2("--devnet", str(devnet), "replay", "--json", timeout=300)))
+    assert replay["ok"] and replay["from_height"] == doc.from_height > 0
 
 
 def test_killed_child_is_restarted(devnet: Path, outcome: Outcome) -> None:

@@ -270,6 +270,38 @@ def test_mints_at_k_confirmations_only_and_ignores_an_imitator(
     assert (entry["status"], entry["mint_tx"]) == ("minted", "0x" + mint_tx.hex())
 
 
+def test_btcl2_status_shows_the_relayers_mint(
+    evm: EvmClient, node: RegtestNode, pool: CoinPool, stack: Deployment, relayers: list[RelayerProcess]
+) -> None:
+    """`btcl2 status` on an EVM deposit reads the Bridge: confirmed at K, then minted with the EVM tx the
+    relayer sent, the same answer as `btcl2 deposit status` (it used to stay `confirmed` forever)."""
+    r = relayers[0]
+    who = fresh_recipient()
+    tx = send_deposit(node, pool, 2_345_678, bytes.fromhex(who[2:]))
+    outpoint = f"{tx.txid_hex}:{fed_vout(tx)}"
+    chains = ["--bitcoin-rpc", node.url, "--bitcoin-cookie", str(node.cookie_file)]
+    chains += ["--evm-rpc", evm.url, "--bridge", stack.bridge.address]
+    mine(node, K, MINER.p2wpkh_address)
+    before = cli_json("status", outpoint, *chains)  # K confirmations, no relayer yet: not minted
+    assert (before["status"], before["stages"][-1]["name"], before["stages"][-1]["done"]) == (
+        "confirmed", "minted", False
+    )  # fmt: skip
+    r.start()
+    wait_until(lambda: balance(evm, stack, who) == 2_345_678, TIMEOUT, "the mint")
+    mint_tx = "0x" + mint_tx_of(evm, stack, tx).hex()
+    life = cli_json("status", outpoint, *chains)
+    minted = life["stages"][-1]
+    assert (life["status"], minted["chain"], minted["done"]) == ("minted", "evm", True)
+    assert minted["txid"] == mint_tx
+    assert cli_json("deposit", "status", outpoint, *chains)["evm_tx"] == mint_tx
+    # Without an EVM view the answer says so instead of claiming the deposit is not minted.
+    blind = cli_json("status", outpoint, *chains[:4])
+    assert blind["status"] == "confirmed" and "EVM not asked" in blind["stages"][-1]["detail"]
+    half = cli("status", outpoint, *chains[:6])  # an EVM node but no Bridge: one line, not a guess
+    assert half.returncode == 1 and "needs both --evm-rpc URL and --bridge" in half.stderr
+    r.stop()
+
+
 def test_two_deposits_in_one_block(
     evm: EvmClient, node: RegtestNode, pool: CoinPool, stack: Deployment, relayers: list[RelayerProcess]
 ) -> None:

@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 
 from btcl2.bitcoin.rpc import RPCError
+from btcl2.bitcoin.tx import OutPoint, Tx, TxIn, TxOut
+from btcl2.core.deposits import DepositKind, deposit_tag_script
 from btcl2.core.params import Params
 from btcl2.logs import JsonFormatter, setup_logging
 from btcl2.status.lifecycle import (
@@ -128,3 +130,56 @@ def test_json_log_lines(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(ValueError):
         setup_logging(logging.INFO, "xml")
     setup_logging(logging.WARNING, "text")
+
+
+def evm_deposit_tx() -> Tx:
+    params = Params()
+    tag = TxOut(0, deposit_tag_script(DepositKind.EVM, b"\x22" * 20))
+    fed = TxOut(1_000_000, params.federation_script_pubkey)
+    return Tx(2, (TxIn(OutPoint(b"\x01" * 32, 0)),), (fed, tag))
+
+
+def evm_deposit_sources(mint: Any) -> tuple[Sources, str, list[tuple[str, int]]]:
+    tx, asked = evm_deposit_tx(), []
+
+    async def l2(method: str, *params: Any) -> Any:
+        raise AssertionError("an EVM deposit is not the sequencer's: " + method)
+
+    async def bitcoin(method: str, *params: Any) -> Any:
+        return {"hex": tx.hex(), "confirmations": 9, "blockhash": "aa" * 32, "blocktime": 1_700_000_000}
+
+    async def evm_mint(txid: str, vout: int) -> dict[str, Any] | None:
+        asked.append((txid, vout))
+        return mint
+
+    return Sources(l2, bitcoin, Params(), None, evm_mint), tx.txid_hex, asked
+
+
+def test_evm_deposit_minted_comes_from_the_bridge() -> None:
+    """The defect `btcl2 status` had: an EVM deposit stayed `confirmed` because nobody asked the Bridge."""
+    src, txid, asked = evm_deposit_sources({"status": "minted", "evm_tx": "0x" + "99" * 32, "evm_block": 12})
+    life = asyncio.run(lookup(f"{txid}:0", src))
+    assert asked == [(txid, 0)]
+    assert life.status == "minted" and life.stages[-1].chain == "evm" and life.stages[-1].done
+    assert life.stages[-1].txid == "0x" + "99" * 32 and life.stages[-1].detail == "block 12"
+    pending, _, _ = evm_deposit_sources(None)
+    waiting = asyncio.run(lookup(f"{txid}:0", pending))
+    assert waiting.status == "confirmed" and names(waiting)[-1] == ("minted", False)
+    assert waiting.stages[-1].detail is None
+
+
+def test_evm_deposit_without_an_evm_view_says_the_evm_was_not_asked() -> None:
+    src, txid, _ = evm_deposit_sources(None)
+    blind = Sources(src.l2, src.bitcoin, src.params)
+    life = asyncio.run(lookup(f"{txid}:0", blind))
+    assert names(life)[-1] == ("minted", False) and "EVM not asked" in (life.stages[-1].detail or "")
+
+
+def test_status_takes_the_devnets_evm_and_bridge() -> None:
+    """On a devnet `btcl2 status` reads the EVM node and the Bridge from devnet.toml, as `deposit status` does."""
+    from btcl2.cli import cli
+    from btcl2.devnet.discover import default_map_for
+
+    values = {"bitcoin_rpc": "http://b", "evm_rpc": "http://e", "bridge": "0xB", "bridge_address": "0xB"}
+    entry = default_map_for(cli, values, None)["status"]
+    assert entry["evm_rpc"] == "http://e" and entry["bridge_address"] == "0xB"
