@@ -18,6 +18,7 @@ from framework.util import CoinPool, btc, build_block, build_block_on, mine, new
 from py_ecc.bls.hash_to_curve import hash_to_G2
 from py_ecc.optimized_bls12_381.optimized_curve import normalize
 
+from btcl2.audit.attestations import attestation_conflicts, bridge_attestations
 from btcl2.bitcoin.block import Block, merkle_root
 from btcl2.bitcoin.rpc import SyncBitcoinRPC
 from btcl2.bitcoin.tx import Tx
@@ -369,6 +370,11 @@ def test_relayer_reports_a_conflicting_attested_version(chain: Chain, tmp_path: 
         assert "batch hash" in relayer.conflicts[12] and "CONFLICT" in got.reason
         report = journal_report(store.db)
         assert [a["status"] for a in report["attestations"] if a["batch"] == 12] == ["conflict"]
+        # The audit reads the Bridge's versions from its events and names the same discrepancy.
+        held_now = bridge_attestations(chain.evm, chain.dep.bridge, chain.evm.block_number())
+        mine_roots = (mine_version.batch_hash, mine_version.post_state_root, mine_version.exits_root)
+        (found,) = attestation_conflicts(held_now, {12: mine_roots})
+        assert found.kind == "attestation-conflict" and found.subject == "batch 12"
         # The same version as the Bridge's is simply done.
         relayer.attestations = _Fixed([ConfirmedAttestation(held, record, anchor)])
         store.set_attestation(replace(got, btc_txid=b"\x00" * 32))
