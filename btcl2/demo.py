@@ -21,8 +21,8 @@ from btcl2.bitcoin.tx import COIN
 
 TIMEOUT = 180.0
 """Seconds any single wait of the scenario may take."""
-FEE = 100
-"""The L2 fee of every transaction, in satoshis (the CLI's default)."""
+FEE = 1_000
+"""The L2 fee of every transaction, in satoshis (above the sequencer's minimum at the devnet's fee rate)."""
 FUND, TO_L2, TO_EVM = 2 * COIN, COIN, COIN // 2
 AB, BC, AC = 30_000_000, 10_000_000, 20_000_000
 """Transfers alice -> bob, bob -> carol, alice -> carol."""
@@ -182,7 +182,7 @@ class Scenario:
         for src, dst, amount in (("alice", "bob", AB), ("bob", "carol", BC), ("alice", "carol", AC)):
             sent = cli.run(
                 "transfer", "--key", u[src]["file"], "--to", u[dst]["l2_address"],
-                "--amount", str(amount), "--sats", "--wait",
+                "--amount", str(amount), "--sats", "--fee", str(FEE), "--wait",
             )  # fmt: skip
             self.say(f"      {src} -> {dst}: {_btc(amount)} BTC, {sent['status']} in batch {sent['batch']}")
         self.step("three L2 transfers signed (EIP-712), sequenced and sealed")
@@ -191,7 +191,7 @@ class Scenario:
         cli, u = self.cli, self.out.users
         l2 = cli.run(
             "withdraw", "--from", "l2", "--key", u["carol"]["file"], "--amount", str(W_L2), "--sats",
-            "--btc-address", u["carol"]["btc_address"],
+            "--fee", str(FEE), "--btc-address", u["carol"]["btc_address"],
         )  # fmt: skip
         cli.run("devnet", "faucet", u["dave"]["l2_address"])
         evm = cli.run(

@@ -7,8 +7,13 @@ pragma solidity ^0.8.24;
 /// @dev Every hash here is in Bitcoin's internal byte order (the raw double SHA-256, the reverse of RPC hex).
 /// Two difficulty modes: without retargeting (regtest: every header keeps its parent's bits, at most the pow
 /// limit) and with Bitcoin's 2016-block retarget (mainnet: bits change only at a retarget boundary, to exactly
-/// the value Bitcoin Core computes). Testnet's minimum-difficulty exception is not implemented. Timestamps are not
-/// checked against the median time past: a fork needs more work than the best chain whatever its timestamps.
+/// the value Bitcoin Core computes). Testnet's minimum-difficulty exception is not implemented. Timestamps follow
+/// Core: each header's time must exceed the median time past of its last 11 ancestors (skipped for the first 10
+/// headers above the checkpoint, whose earlier ancestors the contract does not know); with the retarget rules a
+/// header may also be at most 2 hours ahead of the EVM's block.timestamp (regtest mode skips this check: devnet
+/// EVM clocks are moved by tests). See docs/PROTOCOL.md, "Light client".
+/// @custom:security The regtest mode (retarget false) must never be deployed on a public EVM chain: regtest's
+/// pow limit lets anyone mine headers on a laptop. `btcl2 evm deploy` refuses it off local chain ids.
 contract BitcoinLightClient {
     /// @notice A stored header and what the contract derived from it.
     struct Header {
@@ -35,6 +40,10 @@ contract BitcoinLightClient {
     error ChainworkOverflow(bytes32 blockHash);
     /// @notice Raised when the constructor's checkpoint is inconsistent.
     error BadCheckpoint();
+    /// @notice Raised when a header's time is not above the median time past of its last 11 ancestors.
+    error TimeTooOld(bytes32 blockHash, uint256 time, uint256 medianTimePast);
+    /// @notice Raised (retarget rules only) when a header's time is over 2 hours ahead of the EVM's clock.
+    error TimeTooNew(bytes32 blockHash, uint256 time, uint256 latest);
 
     /// @notice A header was stored (it may or may not be on the best chain).
     event HeaderAdded(bytes32 indexed blockHash, bytes32 indexed parent, uint256 height, uint256 chainwork);
@@ -43,6 +52,10 @@ contract BitcoinLightClient {
 
     uint256 public constant RETARGET_INTERVAL = 2016;
     uint256 public constant TARGET_TIMESPAN = 14 days;
+    /// @notice Headers over the median time past uses (Core's nMedianTimeSpan).
+    uint256 public constant MEDIAN_TIME_SPAN = 11;
+    /// @notice How far ahead of the EVM's clock a header may be, with the retarget rules (Core's MAX_FUTURE_BLOCK_TIME).
+    uint256 public constant MAX_FUTURE_BLOCK_TIME = 2 hours;
 
     /// @notice Whether the 2016-block retarget applies (false: regtest, difficulty never changes).
     bool public immutable retarget;
@@ -203,6 +216,7 @@ contract BitcoinLightClient {
         uint256 chainwork = uint256(p.chainwork) + (~target / (target + 1)) + 1;
         if (chainwork > type(uint128).max) revert ChainworkOverflow(blockHash);
         uint32 time = uint32(_le32c(raw, 68));
+        _checkTime(blockHash, parentHash, time);
         _headers[blockHash] = Header({
             parent: parentHash,
             merkleRoot: bytes32(raw[36:68]),
@@ -214,6 +228,45 @@ contract BitcoinLightClient {
         });
         emit HeaderAdded(blockHash, parentHash, height, chainwork);
         if (chainwork > _headers[bestHash].chainwork) _setBest(blockHash, parentHash, height);
+    }
+
+    /// @notice The median of the times of `blockHash` and its ancestors, 11 headers in all (Core's
+    /// GetMedianTimePast), over fewer when the contract knows fewer (near the checkpoint); 0 if unknown.
+    function medianTimePast(bytes32 blockHash) public view returns (uint256) {
+        (uint256 median,) = _medianTimePast(blockHash);
+        return median;
+    }
+
+    /// @dev (median, how many headers it was taken over).
+    function _medianTimePast(bytes32 blockHash) private view returns (uint256 median, uint256 n) {
+        uint256[MEDIAN_TIME_SPAN] memory times;
+        Header storage h = _headers[blockHash];
+        while (n < MEDIAN_TIME_SPAN && h.chainwork != 0) {
+            uint256 t = h.time;
+            uint256 j = n;
+            // Insertion sort, descending: walking back, times mostly fall, so each usually lands at the end.
+            // j <= n < 11 keeps every index in range.
+            unchecked {
+                while (j > 0 && times[j - 1] < t) {
+                    times[j] = times[j - 1];
+                    --j;
+                }
+                ++n;
+            }
+            times[j] = t;
+            h = _headers[h.parent];
+        }
+        // Core sorts ascending and takes index n / 2; in descending order that is n - 1 - n / 2.
+        if (n != 0) median = times[n - 1 - n / 2];
+    }
+
+    function _checkTime(bytes32 blockHash, bytes32 parentHash, uint256 time) private view {
+        (uint256 median, uint256 n) = _medianTimePast(parentHash);
+        // Fewer than 11 known ancestors: the checkpoint's own ancestors would be needed to match Core.
+        if (n == MEDIAN_TIME_SPAN && time <= median) revert TimeTooOld(blockHash, time, median);
+        if (retarget && time > block.timestamp + MAX_FUTURE_BLOCK_TIME) {
+            revert TimeTooNew(blockHash, time, block.timestamp + MAX_FUTURE_BLOCK_TIME);
+        }
     }
 
     /// @dev Make `tip` the best tip: rewrite the height index back to the fork point, drop heights above it.

@@ -11,6 +11,8 @@ library BitcoinTx {
     error WitnessSerialization();
     /// @notice Raised for a 64-byte transaction: it could be an inner Merkle node in disguise.
     error SixtyFourByteTransaction();
+    /// @notice Raised when the transaction given as a block's coinbase is not one (one input, null prevout).
+    error NotACoinbase();
 
     /// @notice What an output script is with respect to the deposit tag.
     enum TagStatus {
@@ -121,6 +123,14 @@ library BitcoinTx {
             pos = _readOutput(rawTx, pos, i, federationScriptHash, selected, d);
         }
         if (rawTx.length != pos + 4) revert MalformedTransaction(pos);
+    }
+
+    /// @notice The txid of a legacy-serialized coinbase transaction; reverts unless `rawTx` parses completely as
+    /// a transaction (so it is not 64 bytes: never an inner Merkle node) whose only input spends the null outpoint.
+    function coinbaseTxid(bytes calldata rawTx) internal pure returns (bytes32) {
+        Deposit memory d = parseDeposit(rawTx, bytes32(0), NONE);
+        if (!d.isCoinbase) revert NotACoinbase();
+        return d.txid;
     }
 
     function _readInputs(bytes calldata rawTx, uint256 pos) private pure returns (bool isCoinbase, uint256 next) {

@@ -34,8 +34,10 @@ interface IAttestationVerifier {
 /// @notice Mints WBTC against SPV proofs of Bitcoin deposits to the federation, and burns WBTC for withdrawals
 /// the federation pays on Bitcoin. Anyone may submit a proof: the contract trusts only the light client's best
 /// chain, K confirmations and the deposit rules of docs/PROTOCOL.md.
-/// @dev Roles: the owner (two-step transfer) sets the guardian, the payout confirmer and the mint cap, and
-/// unpauses; the guardian pauses; the payout confirmer (the federation's EVM address) records payouts.
+/// @dev Roles: the owner (two-step transfer) changes the guardian, the payout confirmer, the mint cap and the
+/// attestation verifier, and hands over ownership, each only through the admin timelock (queue, wait adminDelay,
+/// execute; all in public events), and unpauses; the guardian pauses; the payout confirmer (the federation's
+/// EVM address) records payouts.
 contract Bridge {
     /// @notice Raised when the caller lacks the role the function needs.
     error NotOwner(address caller);
@@ -56,6 +58,12 @@ contract Bridge {
     error BadMerkleProof(bytes32 txid, bytes32 blockHash);
     /// @notice Raised when txIndex does not fit the branch length, or is 0 (the coinbase).
     error BadTxIndex(uint256 txIndex, uint256 proofLength);
+    /// @notice Raised when the deposit's branch and the coinbase's branch differ in length: every leaf of
+    /// Bitcoin's Merkle tree is at the same depth, so a longer branch passes through an inner node posing as a
+    /// transaction (or a 64-byte transaction posing as an inner node).
+    error MerkleDepthMismatch(uint256 proofLength, uint256 coinbaseProofLength);
+    /// @notice Raised when the coinbase's branch (index 0) does not lead to the block's Merkle root.
+    error BadCoinbaseProof(bytes32 coinbaseTxid, bytes32 blockHash);
     /// @notice Raised when outputIndex is not an output of the transaction.
     error OutputIndexOutOfRange(uint256 outputIndex, uint256 outputCount);
     /// @notice Raised when output outputIndex does not pay the federation script.
@@ -82,8 +90,19 @@ contract Bridge {
     error PayoutAlreadyConfirmed(bytes32 id, bytes32 btcTxid);
     error ZeroTxid();
 
+    // --- admin timelock (docs/PROTOCOL.md, "Admin timelock") ---
+    /// @notice Raised when an admin setter is called other than by executeAdminAction.
+    error NotTimelock(address caller);
+    /// @notice Raised when queueAdminAction is given a call that is not one of the admin setters.
+    error NotATimelockedAction(bytes4 selector);
+    error AdminActionAlreadyQueued(bytes32 id);
+    error AdminActionNotQueued(bytes32 id);
+    /// @notice Raised when executeAdminAction comes before the action's eta.
+    error AdminActionNotReady(bytes32 id, uint256 eta);
+    /// @notice Raised when executeAdminAction comes after eta + ADMIN_GRACE_PERIOD: queue it again.
+    error AdminActionExpired(bytes32 id, uint256 eta);
+
     // --- attestations and exits (docs/PROTOCOL.md, "Attestations", "Exits to the EVM") ---
-    error AttestationVerifierAlreadySet(address verifier);
     error NoAttestationVerifier();
     error BatchAlreadyAttested(uint64 batchNumber, bytes32 batchHash);
     error BatchNotAttested(uint64 batchNumber);
@@ -99,6 +118,8 @@ contract Bridge {
         bytes32 blockHash; // the block holding it, internal byte order
         uint256 txIndex; // its position in the block (not 0: the coinbase)
         uint256 outputIndex; // the output naming the batch
+        bytes coinbaseTx; // the block's coinbase (legacy serialization), proven at index 0 to fix the depth
+        bytes32[] coinbaseProof; // its branch: exactly as long as merkleProof
     }
 
     /// @notice WBTC minted for the deposit outpoint (btcTxid, vout) proven in blockHash.
@@ -109,8 +130,14 @@ contract Bridge {
     /// @notice The payout confirmer reports withdrawal `id` paid on Bitcoin by `btcTxid` (internal byte order).
     /// A hint for users: signers read payouts from Bitcoin, never from this event.
     event PayoutConfirmed(bytes32 indexed id, bytes32 btcTxid);
-    /// @notice The attestation verifier was set (once).
+    /// @notice The attestation verifier was set (at deploy, or by the timelock; zero disables attestations).
     event AttestationVerifierSet(address indexed verifier);
+    /// @notice The owner queued admin call `call` (id = keccak256(call)), executable from `eta`.
+    event AdminActionQueued(bytes32 indexed id, bytes call, uint256 eta);
+    /// @notice A queued admin call was executed.
+    event AdminActionExecuted(bytes32 indexed id, bytes call);
+    /// @notice The owner cancelled a queued admin call.
+    event AdminActionCancelled(bytes32 indexed id);
     /// @notice Batch `batchNumber` carries a valid aggregate attestation of at least M federation signers.
     event BatchAttested(
         uint64 indexed batchNumber, bytes32 batchHash, bytes32 postStateRoot, bytes32 exitsRoot, uint32 signers
@@ -161,6 +188,14 @@ contract Bridge {
     /// @notice The Bitcoin payout the confirmer reported for each withdrawal (zero until reported; a hint only).
     mapping(bytes32 => bytes32) public payoutTxid;
 
+    /// @notice The constructor's role holders and admin delay.
+    struct Roles {
+        address guardian; // may pause
+        address payoutConfirmer; // may confirm payouts (the federation's EVM address)
+        address attestationVerifier; // checks batch attestations; zero: attestations and exits disabled
+        uint256 adminDelay; // seconds every admin change waits between queue and execute, >= MIN_ADMIN_DELAY
+    }
+
     /// @notice An L2 batch the federation attested.
     struct AttestedBatch {
         bytes32 batchHash;
@@ -168,8 +203,18 @@ contract Bridge {
         bytes32 exitsRoot;
     }
 
-    /// @notice Checks batch attestations; set once by the owner (zero: attestations and exits are disabled).
+    /// @notice Checks batch attestations; set at deploy, changed only by the timelock (zero: attestations and
+    /// exits are disabled).
     IAttestationVerifier public attestationVerifier;
+
+    /// @notice The least adminDelay a Bridge may be deployed with.
+    uint256 public constant MIN_ADMIN_DELAY = 1 hours;
+    /// @notice How long after its eta a queued admin call stays executable.
+    uint256 public constant ADMIN_GRACE_PERIOD = 14 days;
+    /// @notice Seconds between queueing an admin call and executing it.
+    uint256 public immutable adminDelay;
+    /// @notice The eta of each queued admin call by id (keccak256 of the call); zero if not queued.
+    mapping(bytes32 => uint256) public adminActionEta;
     /// @notice The attested L2 batches by number (batchHash zero: not attested).
     mapping(uint64 => AttestedBatch) public attestedBatch;
     /// @notice The Bitcoin block of the anchor proven with each attested batch (internal byte order).
@@ -183,8 +228,7 @@ contract Bridge {
     /// @param minConfirmations_ K: confirmations a deposit's block needs (>= 1).
     /// @param minDepositSats_ Deposits below this are never minted (PROTOCOL.md min_deposit_sats).
     /// @param minWithdrawalSats_ Smallest burn, keeping payouts above Bitcoin's dust limit.
-    /// @param guardian_ May pause.
-    /// @param payoutConfirmer_ May confirm payouts (the federation's EVM address).
+    /// @param roles The guardian, the payout confirmer, the attestation verifier and the admin delay.
     /// @param capacity Token bucket size: the most WBTC base units mintable at once.
     /// @param refillPerSecond Base units the bucket regains per second, up to its capacity.
     constructor(
@@ -194,15 +238,17 @@ contract Bridge {
         uint256 minConfirmations_,
         uint64 minDepositSats_,
         uint64 minWithdrawalSats_,
-        address guardian_,
-        address payoutConfirmer_,
+        Roles memory roles,
         uint128 capacity,
         uint128 refillPerSecond
     ) {
         if (
             lightClient_ == address(0) || wbtc_ == address(0) || federationScript_.length == 0 || minConfirmations_ == 0
-                || guardian_ == address(0) || payoutConfirmer_ == address(0) || IWrappedBTC(wbtc_).bridge() != address(this)
+                || roles.guardian == address(0) || roles.payoutConfirmer == address(0)
+                || IWrappedBTC(wbtc_).bridge() != address(this) || roles.adminDelay < MIN_ADMIN_DELAY
         ) revert InvalidConfiguration();
+        adminDelay = roles.adminDelay;
+        attestationVerifier = IAttestationVerifier(roles.attestationVerifier);
         lightClient = IBitcoinLightClient(lightClient_);
         wbtc = IWrappedBTC(wbtc_);
         federationScript = federationScript_;
@@ -212,20 +258,27 @@ contract Bridge {
         minWithdrawalSats = minWithdrawalSats_;
         deployBlock = block.number;
         owner = msg.sender;
-        guardian = guardian_;
-        payoutConfirmer = payoutConfirmer_;
+        guardian = roles.guardian;
+        payoutConfirmer = roles.payoutConfirmer;
         mintCapCapacity = capacity;
         mintCapRefillPerSecond = refillPerSecond;
         _bucketTokens = capacity;
         _bucketUpdatedAt = uint64(block.timestamp);
         emit OwnershipTransferred(address(0), msg.sender);
-        emit GuardianChanged(address(0), guardian_);
-        emit PayoutConfirmerChanged(address(0), payoutConfirmer_);
+        emit GuardianChanged(address(0), roles.guardian);
+        emit PayoutConfirmerChanged(address(0), roles.payoutConfirmer);
         emit MintCapChanged(capacity, refillPerSecond);
+        emit AttestationVerifierSet(roles.attestationVerifier);
     }
 
     modifier onlyOwner() {
         if (msg.sender != owner) revert NotOwner(msg.sender);
+        _;
+    }
+
+    /// @dev The admin setters run only as executeAdminAction's call to this contract.
+    modifier onlyTimelock() {
+        if (msg.sender != address(this)) revert NotTimelock(msg.sender);
         _;
     }
 
@@ -242,18 +295,24 @@ contract Bridge {
     /// @param txIndex Position of the transaction in the block; its bits say, level by level, on which side the
     /// sibling lies. Must be below 2**merkleProof.length and not 0 (the coinbase).
     /// @param outputIndex The output paying the federation: the first such output of the transaction.
+    /// @param coinbaseTx The block's coinbase transaction (legacy serialization), proven at index 0 to fix the
+    /// tree's depth (docs/PROTOCOL.md, "SPV proofs").
+    /// @param coinbaseProof The coinbase's Merkle branch: exactly as long as merkleProof.
     function mintWithProof(
         bytes calldata rawTx,
         bytes32[] calldata merkleProof,
         bytes32 blockHash,
         uint256 txIndex,
-        uint256 outputIndex
+        uint256 outputIndex,
+        bytes calldata coinbaseTx,
+        bytes32[] calldata coinbaseProof
     ) external whenNotPaused {
         uint256 confs = lightClient.confirmations(blockHash);
         if (confs == 0) revert BlockNotInBestChain(blockHash);
         if (confs < minConfirmations) revert InsufficientConfirmations(blockHash, confs, minConfirmations);
         BitcoinTx.Deposit memory d = BitcoinTx.parseDeposit(rawTx, federationScriptHash, outputIndex);
         _checkInclusion(d.txid, merkleProof, blockHash, txIndex);
+        _checkDepth(merkleProof.length, coinbaseTx, coinbaseProof, blockHash);
         _checkDeposit(d, outputIndex);
         if (minted[d.txid][outputIndex]) revert AlreadyMinted(d.txid, outputIndex);
         _takeFromBucket(d.amount);
@@ -302,9 +361,8 @@ contract Bridge {
         emit PayoutConfirmed(id, btcTxid);
     }
 
-    /// @notice Set the attestation verifier; owner only, once.
-    function setAttestationVerifier(address verifier) external onlyOwner {
-        if (address(attestationVerifier) != address(0)) revert AttestationVerifierAlreadySet(address(attestationVerifier));
+    /// @notice Replace the attestation verifier (e.g. new federation keys); timelock only.
+    function setAttestationVerifier(address verifier) external onlyTimelock {
         if (verifier == address(0)) revert InvalidConfiguration();
         attestationVerifier = IAttestationVerifier(verifier);
         emit AttestationVerifierSet(verifier);
@@ -419,8 +477,8 @@ contract Bridge {
         return refilled < mintCapCapacity ? refilled : mintCapCapacity;
     }
 
-    /// @notice Change the mint cap; owner only. The bucket keeps its current level, clipped to the new capacity.
-    function setMintCap(uint128 capacity, uint128 refillPerSecond) external onlyOwner {
+    /// @notice Change the mint cap; timelock only. The bucket keeps its current level, clipped to the new capacity.
+    function setMintCap(uint128 capacity, uint128 refillPerSecond) external onlyTimelock {
         uint256 level = availableToMint();
         _bucketTokens = uint128(level < capacity ? level : capacity);
         _bucketUpdatedAt = uint64(block.timestamp);
@@ -429,22 +487,22 @@ contract Bridge {
         emit MintCapChanged(capacity, refillPerSecond);
     }
 
-    /// @notice Replace the guardian; owner only.
-    function setGuardian(address next) external onlyOwner {
+    /// @notice Replace the guardian; timelock only.
+    function setGuardian(address next) external onlyTimelock {
         if (next == address(0)) revert InvalidConfiguration();
         emit GuardianChanged(guardian, next);
         guardian = next;
     }
 
-    /// @notice Replace the payout confirmer; owner only.
-    function setPayoutConfirmer(address next) external onlyOwner {
+    /// @notice Replace the payout confirmer; timelock only.
+    function setPayoutConfirmer(address next) external onlyTimelock {
         if (next == address(0)) revert InvalidConfiguration();
         emit PayoutConfirmerChanged(payoutConfirmer, next);
         payoutConfirmer = next;
     }
 
-    /// @notice Start handing ownership to `newOwner`, who must call acceptOwnership; owner only.
-    function transferOwnership(address newOwner) external onlyOwner {
+    /// @notice Start handing ownership to `newOwner`, who must call acceptOwnership; timelock only.
+    function transferOwnership(address newOwner) external onlyTimelock {
         pendingOwner = newOwner;
         emit OwnershipTransferStarted(owner, newOwner);
     }
@@ -465,21 +523,85 @@ contract Bridge {
         if (confs < minConfirmations) revert InsufficientConfirmations(p.blockHash, confs, minConfirmations);
         if (p.rawTx.length == 64) revert BitcoinTx.SixtyFourByteTransaction();
         _checkInclusion(BitcoinTx.sha256d(p.rawTx), p.merkleProof, p.blockHash, p.txIndex);
+        _checkDepth(p.merkleProof.length, p.coinbaseTx, p.coinbaseProof, p.blockHash);
+    }
+
+    /// @notice Queue an admin call (ABI-encoded call of setMintCap, setGuardian, setPayoutConfirmer,
+    /// setAttestationVerifier or transferOwnership), executable from now + adminDelay; owner only.
+    /// @return id keccak256(call).
+    function queueAdminAction(bytes calldata call) external onlyOwner returns (bytes32 id) {
+        bytes4 selector = call.length >= 4 ? bytes4(call[:4]) : bytes4(0);
+        if (!_isTimelocked(selector)) revert NotATimelockedAction(selector);
+        id = keccak256(call);
+        if (adminActionEta[id] != 0) revert AdminActionAlreadyQueued(id);
+        uint256 eta = block.timestamp + adminDelay;
+        adminActionEta[id] = eta;
+        emit AdminActionQueued(id, call, eta);
+    }
+
+    /// @notice Execute a queued admin call once its delay has passed (and before its grace period ends); owner
+    /// only. A call that reverts reverts this transaction with its error, and stays queued.
+    function executeAdminAction(bytes calldata call) external onlyOwner {
+        bytes32 id = keccak256(call);
+        uint256 eta = adminActionEta[id];
+        if (eta == 0) revert AdminActionNotQueued(id);
+        if (block.timestamp < eta) revert AdminActionNotReady(id, eta);
+        if (block.timestamp > eta + ADMIN_GRACE_PERIOD) revert AdminActionExpired(id, eta);
+        delete adminActionEta[id];
+        (bool ok, bytes memory reason) = address(this).call(call);
+        if (!ok) {
+            assembly {
+                revert(add(reason, 32), mload(reason))
+            }
+        }
+        emit AdminActionExecuted(id, call);
+    }
+
+    /// @notice Drop a queued admin call; owner only.
+    function cancelAdminAction(bytes calldata call) external onlyOwner {
+        bytes32 id = keccak256(call);
+        if (adminActionEta[id] == 0) revert AdminActionNotQueued(id);
+        delete adminActionEta[id];
+        emit AdminActionCancelled(id);
+    }
+
+    function _isTimelocked(bytes4 selector) private pure returns (bool) {
+        return selector == this.setMintCap.selector || selector == this.setGuardian.selector
+            || selector == this.setPayoutConfirmer.selector || selector == this.setAttestationVerifier.selector
+            || selector == this.transferOwnership.selector;
     }
 
     function _checkInclusion(bytes32 txid, bytes32[] calldata proof, bytes32 blockHash, uint256 txIndex) private view {
         if (txIndex == 0 || (proof.length < 256 && txIndex >> proof.length != 0)) {
             revert BadTxIndex(txIndex, proof.length);
         }
-        bytes32 h = txid;
-        uint256 index = txIndex;
+        if (_rootFromBranch(txid, proof, txIndex) != lightClient.merkleRootOf(blockHash)) {
+            revert BadMerkleProof(txid, blockHash);
+        }
+    }
+
+    /// @dev The depth rule: the coinbase, a complete transaction (never 64 bytes, so never an inner node), proven
+    /// at index 0 with a branch as long as the deposit's. Bitcoin's tree duplicates the last node of odd levels,
+    /// so all leaves are at one depth; a deposit branch of another length cannot reach a real leaf.
+    function _checkDepth(uint256 depth, bytes calldata coinbaseTx, bytes32[] calldata coinbaseProof, bytes32 blockHash)
+        private
+        view
+    {
+        if (coinbaseProof.length != depth) revert MerkleDepthMismatch(depth, coinbaseProof.length);
+        bytes32 coinbaseTxid = BitcoinTx.coinbaseTxid(coinbaseTx);
+        if (_rootFromBranch(coinbaseTxid, coinbaseProof, 0) != lightClient.merkleRootOf(blockHash)) {
+            revert BadCoinbaseProof(coinbaseTxid, blockHash);
+        }
+    }
+
+    function _rootFromBranch(bytes32 leaf, bytes32[] calldata proof, uint256 index) private pure returns (bytes32 h) {
+        h = leaf;
         for (uint256 i = 0; i < proof.length; ++i) {
             h = index & 1 == 0
                 ? sha256(abi.encodePacked(sha256(abi.encodePacked(h, proof[i]))))
                 : sha256(abi.encodePacked(sha256(abi.encodePacked(proof[i], h))));
             index >>= 1;
         }
-        if (h != lightClient.merkleRootOf(blockHash)) revert BadMerkleProof(txid, blockHash);
     }
 
     function _checkDeposit(BitcoinTx.Deposit memory d, uint256 outputIndex) private view {

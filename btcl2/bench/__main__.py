@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from btcl2.bench import anchor, attestation, bridge, evm, federation, load, regtest
+from btcl2.bench import anchor, attestation, bridge, evm, federation, load, regtest, spam
 from btcl2.bench import sequencer as sequencer_bench
 from btcl2.bench.regtest import Figure
 
@@ -25,6 +25,7 @@ SUITES: dict[str, tuple[Callable[[], list[Figure]], bool]] = {
     "regtest": (regtest.run, True),
     "sequencer": (sequencer_bench.run, True),
     "anchor": (anchor.run, True),
+    "spam": (spam.run, False),
     "bridge": (bridge.measure, True),
     "federation": (federation.measure, True),
     "evm": (evm.measure, False),

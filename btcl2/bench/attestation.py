@@ -23,7 +23,6 @@ from btcl2.bridge.attest import (
     RECORD_PREFIX,
     AttestationProofs,
     batch_output_proof,
-    deploy_attestation_verifier,
     mint_exit,
     submit_attestation,
 )
@@ -109,7 +108,6 @@ def measure() -> list[Figure]:
         evm = EvmClient(anvil.url)
         config = BridgeConfig.for_params(params, REGTEST_GENESIS, owner.address, owner.address)
         dep = deploy_bridge_stack(evm, owner, config)
-        deploy_attestation_verifier(evm, owner, dep.bridge, params)
         evm.transact(dep.light_client, "submitHeaders", headers_bytes(blocks), sender=user)
         spv = evm.transact(
             dep.bridge, "mintWithProof", *mint_proof(blocks[0], deposit.txid, 0).args(), sender=user

@@ -136,10 +136,10 @@ def _spread(seq: _Sequencer, key: PrivateKey, params: Params) -> list[bytes]:
     """CONCURRENCY funded senders: transfers from the deposited account, sealed."""
     client = L2Client(seq.url)
     keys = [(100 + i).to_bytes(32, "big") for i in range(CONCURRENCY)]
-    last = ""
+    last, fee = "", Sats(client.min_fee())
     for n, k in enumerate(keys):
         to = Address20(eip712.address_from_private_key(k))
-        signed = eip712.sign(Transfer(to, Sats(5_000_000), Sats(10), n), key.secret, params.l2_chain_id)
+        signed = eip712.sign(Transfer(to, Sats(5_000_000), fee, n), key.secret, params.l2_chain_id)
         last = str(client.send_transaction(signed)["txHash"])
     _until("the senders' funding", lambda: client.get_transaction(last)["status"] in SEALED)
     return keys
@@ -227,9 +227,10 @@ def _run(work: Path) -> list[Figure]:
         seq.start()
         _fund(work, node, seq, key)
         assert seq.proc is not None
+        fee = Sats(L2Client(seq.url).min_fee())
         txs = [
             eip712.sign(
-                Transfer(Address20(bytes([1]) * 20), Sats(1_000), Sats(10), n), key.secret, params.l2_chain_id
+                Transfer(Address20(bytes([1]) * 20), Sats(1_000), fee, n), key.secret, params.l2_chain_id
             )
             for n in range(COUNT)
         ]

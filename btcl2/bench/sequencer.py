@@ -22,6 +22,8 @@ from btcl2.sequencer.store import DepositRecord, DepositStatus, SequencerStore
 from btcl2.storage.db import Database
 
 _ORIGIN = (1, Hash32(bytes(32)))
+FEE = 1_000
+"""Each transfer's fee: above the minimum L2 fee at the default fee-rate floor."""
 
 
 def _fund(seq: Sequencer, keys: list[bytes], amount: int) -> None:
@@ -50,7 +52,7 @@ def _transfers(keys: list[bytes], per_key: int, first_nonce: int, chain_id: int)
     for n in range(first_nonce, first_nonce + per_key):
         for i, k in enumerate(keys):
             to = Address20(bytes([i % 256]) * 20)
-            out.append(eip712.sign(Transfer(to, Sats(1_000), Sats(10), n), k, chain_id))
+            out.append(eip712.sign(Transfer(to, Sats(1_000), Sats(FEE), n), k, chain_id))
     return out
 
 

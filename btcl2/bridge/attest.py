@@ -9,7 +9,7 @@ must pass the pairing check.
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from eth_account.signers.local import LocalAccount
 from eth_typing import BLSPubkey, BLSSignature
@@ -19,7 +19,7 @@ from py_ecc.optimized_bls12_381.optimized_curve import normalize
 from btcl2.bitcoin.block import Block
 from btcl2.bitcoin.rpc import SyncBitcoinRPC
 from btcl2.bridge.artifacts import Artifact, load_artifact
-from btcl2.bridge.evm import Contract, EvmClient, Receipt
+from btcl2.bridge.evm import Contract, EvmClient, Fees, Receipt
 from btcl2.bridge.spv import MintProof, NotInBlock, mint_proof
 from btcl2.core.attestation import RECORD_MAGIC, Attestation, check_registration
 from btcl2.core.exits import ExitProof
@@ -28,6 +28,9 @@ from btcl2.derive.frames import AnchorRef
 from btcl2.derive.l1 import RpcBlockSource
 from btcl2.derive.pipeline import Derivation
 from btcl2.errors import ReorgDetected, Temporary
+
+if TYPE_CHECKING:
+    from btcl2.bridge.deploy import AttestationKeys
 
 
 def _fp(value: Any) -> bytes:
@@ -64,25 +67,29 @@ def bridge_with_verifier_errors(bridge: Contract, build_dir: Any = None) -> Cont
 
 
 def deploy_attestation_verifier(
-    client: EvmClient, owner: LocalAccount, bridge: Contract, params: Params, build_dir: Any = None
+    client: EvmClient,
+    owner: LocalAccount,
+    keys: "AttestationKeys",
+    build_dir: Any = None,
+    nonce: int | None = None,
+    fees: Fees | None = None,
 ) -> Contract:
-    """Check the registered keys' proofs of possession, deploy AttestationVerifier with the parameters'
-    keys, M and chain id, and set it on the Bridge (owner only, once)."""
-    check_registration(params.attestation_pubkeys, params.attestation_pops, params.attestation_m)
-    keys = [g1_eip2537(pk) for pk in params.attestation_pubkeys]
-    verifier = client.deploy(
+    """Check the keys' proofs of possession and deploy AttestationVerifier with the keys, M and chain id. The
+    Bridge takes it at construction (deploy_bridge_stack); replacing it later goes through its timelock."""
+    check_registration(keys.pubkeys, keys.pops, keys.m)
+    return client.deploy(
         load_artifact("AttestationVerifier", build_dir),
-        [params.l2_chain_id, keys, params.attestation_m],
+        [keys.l2_chain_id, [g1_eip2537(pk) for pk in keys.pubkeys], keys.m],
         owner,
+        nonce=nonce,
+        fees=fees,
     )
-    client.transact(bridge, "setAttestationVerifier", verifier.address, sender=owner)
-    return verifier
 
 
 def tx_proof_arg(proof: MintProof) -> tuple[Any, ...]:
-    """A proof as the Bridge's TxProof tuple (rawTx, merkleProof, blockHash, txIndex, outputIndex)."""
-    p = proof
-    return (p.raw_tx_no_witness, list(p.merkle_proof), p.block_hash, p.tx_index, p.output_index)
+    """A proof as the Bridge's TxProof tuple (rawTx, merkleProof, blockHash, txIndex, outputIndex, coinbaseTx,
+    coinbaseProof): the same fields, in the same order, as mintWithProof's arguments."""
+    return proof.args()
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ Heavy modules (web3, the contracts) are imported inside the commands so that eve
 """
 
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -257,6 +258,18 @@ def evm_group() -> None:
 )
 @click.option("--guardian", default=None, help="May pause the Bridge [default: the deployer].")
 @click.option("--payout-confirmer", default=None, help="Confirms payouts [default: the deployer].")
+@click.option(
+    "--allow-insecure-regtest",
+    is_flag=True,
+    help="Deploy the regtest-mode light client on a chain id other than 31337/1337 (private test chains only).",
+)
+@click.option(
+    "--admin-delay",
+    type=click.IntRange(min=3600),
+    default=2 * 24 * 3600,
+    show_default=True,
+    help="Seconds every Bridge admin change waits in its timelock (at least 3600).",
+)
 @json_option
 def evm_deploy(
     evm_rpc: str | None,
@@ -264,9 +277,16 @@ def evm_deploy(
     out: Path | None,
     guardian: str | None,
     payout_confirmer: str | None,
+    allow_insecure_regtest: bool,
+    admin_delay: int,
     as_json: bool,
 ) -> None:
-    """Deploy BitcoinLightClient (regtest genesis checkpoint), WrappedBTC and the Bridge with the devnet Params."""
+    """Deploy BitcoinLightClient (regtest genesis checkpoint), the AttestationVerifier (the Params' keys),
+    WrappedBTC and the Bridge with the devnet Params; the deployer owns the Bridge, whose admin changes wait
+    --admin-delay in its timelock.
+
+    The regtest-mode light client accepts headers anyone can mine, so it is refused on any EVM chain but a
+    local development chain (chain id 31337 or 1337) unless --allow-insecure-regtest is given."""
     from btcl2.bridge.deploy import REGTEST_GENESIS, BridgeConfig, deploy_bridge_stack
     from btcl2.wallet.addresses import parse_l2_address, to_checksum_address
 
@@ -278,14 +298,18 @@ def evm_deploy(
         to_checksum_address(parse_l2_address(a)) if a else acct.address for a in (guardian, payout_confirmer)
     ]
     client = _evm(evm_rpc)
+    config = BridgeConfig.for_params(params, REGTEST_GENESIS, roles[0], roles[1])
     dep = deploy_bridge_stack(
-        client, acct, BridgeConfig.for_params(params, REGTEST_GENESIS, roles[0], roles[1])
+        client,
+        acct,
+        dataclasses.replace(config, allow_insecure_regtest=allow_insecure_regtest, admin_delay=admin_delay),
     )
     data: dict[str, Any] = {
         **dep.addresses(),
         "chain_id": client.chain_id(),
         "deployer": acct.address,
         "deploy_block": dep.deploy_block,  # event scans start here (the Bridge's deployBlock())
+        "admin_delay": admin_delay,
     }
     if out is not None:
         out.write_text(json.dumps(data, indent=2) + "\n")

@@ -1,8 +1,10 @@
-"""Deploy the EVM side of btcl2 wired together: BitcoinLightClient, WrappedBTC and the Bridge.
+"""Deploy the EVM side of btcl2 wired together: BitcoinLightClient, the AttestationVerifier, WrappedBTC and the
+Bridge.
 
 WrappedBTC fixes its bridge at construction and the Bridge checks that at its own construction, so the
-Bridge's address is derived in advance from the deployer's nonce and the three deployments use explicit,
-consecutive nonces.
+Bridge's address is derived in advance from the deployer's nonce and the deployments use explicit,
+consecutive nonces. The Bridge gets its AttestationVerifier at construction: later changes go through its
+admin timelock only.
 """
 
 from dataclasses import dataclass
@@ -22,11 +24,20 @@ REGTEST_POW_LIMIT_BITS = 0x207FFFFF
 MAINNET_POW_LIMIT_BITS = 0x1D00FFFF
 """Mainnet's pow limit in compact form."""
 
+LOCAL_CHAIN_IDS = frozenset({31337, 1337})
+"""EVM chain ids of local development chains (anvil and hardhat: 31337; geth --dev and ganache: 1337), the
+only ones a regtest-mode light client is deployed on without --allow-insecure-regtest."""
+
 REGTEST_GENESIS_HEADER = bytes.fromhex(
     "0100000000000000000000000000000000000000000000000000000000000000000000003ba3edfd7a7b12b27ac72c3e"
     "67768f617fc81bc3888a51323a9fb8aa4b1e5e4adae5494dffff7f2002000000"
 )
 """The regtest genesis header (hash 0f9188f1...2206 in RPC order)."""
+
+
+class InsecureDeployment(InvalidInput):
+    """Raised when a deployment would be unsafe where it goes: a regtest-mode light client on a chain that is
+    not a local development chain."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +59,23 @@ class Checkpoint:
 
 REGTEST_GENESIS = Checkpoint(REGTEST_GENESIS_HEADER, 0, 2)
 """The regtest genesis block as checkpoint (its work is 2: target 0x7fffff << 232)."""
+
+DEFAULT_ADMIN_DELAY = 2 * 24 * 3600
+"""Seconds between queueing and executing a Bridge admin change (two days: time to see it and react)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AttestationKeys:
+    """What the AttestationVerifier is deployed with (docs/PROTOCOL.md, "Attestations")."""
+
+    l2_chain_id: int
+    """The L2 chain id attestation messages commit to."""
+    pubkeys: tuple[bytes, ...]
+    """The federation's BLS12-381 attestation keys (G1, compressed)."""
+    pops: tuple[bytes, ...]
+    """Their proofs of possession, same order (checked before deploying)."""
+    m: int
+    """How many signers an attestation needs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +104,12 @@ class BridgeConfig:
     """Bitcoin's 2016-block retarget (mainnet) instead of regtest's fixed difficulty."""
     pow_limit_bits: int = REGTEST_POW_LIMIT_BITS
     """The easiest allowed target, compact."""
+    allow_insecure_regtest: bool = False
+    """Deploy a regtest-mode light client (no retarget) even on a chain id outside LOCAL_CHAIN_IDS."""
+    attestation: AttestationKeys | None = None
+    """Keys of the AttestationVerifier deployed with the Bridge; None: attestations and exits disabled."""
+    admin_delay: int = DEFAULT_ADMIN_DELAY
+    """The Bridge's admin timelock, seconds (the contract requires at least an hour)."""
 
     @classmethod
     def for_params(
@@ -97,6 +131,11 @@ class BridgeConfig:
             min_withdrawal_sats=params.min_withdrawal_sats,
             retarget=mainnet,
             pow_limit_bits=MAINNET_POW_LIMIT_BITS if mainnet else REGTEST_POW_LIMIT_BITS,
+            attestation=AttestationKeys(
+                params.l2_chain_id, params.attestation_pubkeys, params.attestation_pops, params.attestation_m
+            )
+            if params.attestation_pubkeys
+            else None,
         )
 
 
@@ -112,14 +151,31 @@ class Deployment:
     """Bridge."""
     deploy_block: int = 0
     """The EVM block the Bridge was deployed in (also its deployBlock()): event scans start there."""
+    attestation_verifier: Contract | None = None
+    """AttestationVerifier, wired into the Bridge at construction (None: none deployed)."""
 
     def addresses(self) -> dict[str, str]:
         """Name -> address, e.g. for a configuration file."""
-        return {
+        found = {
             "BitcoinLightClient": self.light_client.address,
             "WrappedBTC": self.wbtc.address,
             "Bridge": self.bridge.address,
         }
+        if self.attestation_verifier is not None:
+            found["AttestationVerifier"] = self.attestation_verifier.address
+        return found
+
+
+def check_chain(chain_id: int, config: BridgeConfig) -> None:
+    """Refuse a regtest-mode light client (regtest's pow limit: anyone mines headers on a laptop, so anyone
+    could prove fake deposits) on a chain other than a local development chain, unless explicitly allowed."""
+    if config.retarget or chain_id in LOCAL_CHAIN_IDS or config.allow_insecure_regtest:
+        return
+    raise InsecureDeployment(
+        f"refusing to deploy a regtest-mode light client on EVM chain id {chain_id}: regtest headers cost "
+        f"nothing to mine, so anyone could mint WBTC; local chain ids are {sorted(LOCAL_CHAIN_IDS)} "
+        "(--allow-insecure-regtest overrides, for a private test chain only)"
+    )
 
 
 def deploy_bridge_stack(
@@ -129,9 +185,11 @@ def deploy_bridge_stack(
     build_dir: Path | None = None,
     fees: Fees | None = None,
 ) -> Deployment:
-    """Deploy light client, token and Bridge with consecutive nonces; the deployer becomes the Bridge's owner."""
+    """Deploy light client, attestation verifier (if configured), token and Bridge with consecutive nonces; the
+    deployer becomes the Bridge's owner."""
     if len(config.checkpoint.header) != 80:
         raise InvalidInput("checkpoint header must be 80 bytes")
+    check_chain(client.chain_id(), config)
     fees = fees if fees is not None else client.suggest_fees()
     nonce = client.nonce(deployer.address)
     cp = config.checkpoint
@@ -142,6 +200,14 @@ def deploy_bridge_stack(
         nonce=nonce,
         fees=fees,
     )
+    verifier = None
+    if config.attestation is not None:
+        from btcl2.bridge.attest import deploy_attestation_verifier
+
+        nonce += 1
+        verifier = deploy_attestation_verifier(
+            client, deployer, config.attestation, build_dir, nonce=nonce, fees=fees
+        )
     bridge_address = create_address(deployer.address, nonce + 2)
     wbtc = client.deploy(
         load_artifact("WrappedBTC", build_dir), [bridge_address], deployer, nonce=nonce + 1, fees=fees
@@ -153,8 +219,12 @@ def deploy_bridge_stack(
         config.min_confirmations,
         config.min_deposit_sats,
         config.min_withdrawal_sats,
-        config.guardian,
-        config.payout_confirmer,
+        (
+            config.guardian,
+            config.payout_confirmer,
+            verifier.address if verifier is not None else "0x" + "00" * 20,
+            config.admin_delay,
+        ),
         config.mint_cap_capacity,
         config.mint_cap_refill_per_second,
     ]
@@ -163,4 +233,4 @@ def deploy_bridge_stack(
     )
     if bridge.address != bridge_address:
         raise Critical(f"Bridge deployed at {bridge.address}, expected {bridge_address}: the nonce moved")
-    return Deployment(light_client, wbtc, bridge, int(client.call(bridge, "deployBlock")))
+    return Deployment(light_client, wbtc, bridge, int(client.call(bridge, "deployBlock")), verifier)

@@ -32,8 +32,6 @@ from btcl2.wallet.clicommon import (
 
 DEFAULT_COORDINATOR = "http://127.0.0.1:8710"
 """Where `btcl2 coordinator run` serves its status API by default."""
-DEFAULT_L2_FEE = 100
-"""L2 fee of a withdrawal, in satoshis."""
 
 
 def _logging(log_format: str = "text") -> None:
@@ -159,7 +157,7 @@ def _burn_evm(secret: bytes, amount: int, script: bytes, evm_rpc: str, bridge: s
     fail("the burn was mined but emitted no WithdrawalRequested event")
 
 
-def _withdraw_l2(secret: bytes, amount: int, fee: int, script: bytes, sequencer: str) -> str:
+def _withdraw_l2(secret: bytes, amount: int, fee: int | None, script: bytes, sequencer: str) -> str:
     from btcl2.core.eip712 import address_from_private_key, sign
     from btcl2.core.types import Sats, Withdrawal
     from btcl2.wallet.l2client import L2Client
@@ -167,12 +165,13 @@ def _withdraw_l2(secret: bytes, amount: int, fee: int, script: bytes, sequencer:
     client = L2Client(sequencer)
     chain_id = int(client.status()["chainId"])
     nonce = client.get_nonce("0x" + address_from_private_key(secret).hex())
+    fee = client.min_fee("withdrawal", script) if fee is None else fee
     signed = sign(Withdrawal(Sats(amount), Sats(fee), nonce, script), secret, chain_id)
     answer = client.send_transaction(signed)
     return str(answer.get("txHash") or "0x" + signed.tx_hash.hex())
 
 
-def _exit_to_evm(secret: bytes, amount: int, fee: int, evm_address: bytes, sequencer: str) -> str:
+def _exit_to_evm(secret: bytes, amount: int, fee: int | None, evm_address: bytes, sequencer: str) -> str:
     """Sign an L2 ExitToEvm and send it to the sequencer; its tx hash (the exit id)."""
     from btcl2.core.eip712 import address_from_private_key, sign
     from btcl2.core.types import Address20, ExitToEvm, Sats
@@ -181,6 +180,7 @@ def _exit_to_evm(secret: bytes, amount: int, fee: int, evm_address: bytes, seque
     client = L2Client(sequencer)
     chain_id = int(client.status()["chainId"])
     nonce = client.get_nonce("0x" + address_from_private_key(secret).hex())
+    fee = client.min_fee("exit") if fee is None else fee
     signed = sign(ExitToEvm(Sats(amount), Sats(fee), nonce, Address20(evm_address)), secret, chain_id)
     answer = client.send_transaction(signed)
     return str(answer.get("txHash") or "0x" + signed.tx_hash.hex())
@@ -208,9 +208,7 @@ def _parse_evm_target(to: str) -> bytes:
 @click.option(
     "--to", "to", default=None, help="evm:0x<address>: exit from L2 to WBTC on the EVM (with --from l2)."
 )
-@click.option(
-    "--fee", default=str(DEFAULT_L2_FEE), show_default=True, metavar="SATS", help="L2 fee (--from l2)."
-)
+@click.option("--fee", default=None, metavar="SATS", help="L2 fee (--from l2) [the sequencer's minimum].")
 @sequencer_option
 @click.option(
     "--evm-rpc",
@@ -234,7 +232,7 @@ def withdraw(
     sats: bool,
     btc_address: str | None,
     to: str | None,
-    fee: str,
+    fee: str | None,
     sequencer: str,
     evm_rpc: str | None,
     bridge: str | None,
@@ -246,6 +244,7 @@ def withdraw(
     attested."""
     if ctx.invoked_subcommand is not None:
         return
+    l2_fee = None if fee is None else parse_sats(fee, allow_zero=True)
     if to is not None:
         if source != "l2" or key_file is None or amount is None:
             fail("--to evm:0x.. needs --from l2, --key and --amount")
@@ -254,7 +253,7 @@ def withdraw(
         evm_address = _parse_evm_target(to)
         value = parse_amount(amount, sats=sats)
         secret = load_keyfile(key_file, network()).key.secret
-        exit_id = _exit_to_evm(secret, value, parse_sats(fee, allow_zero=True), evm_address, sequencer)
+        exit_id = _exit_to_evm(secret, value, l2_fee, evm_address, sequencer)
         data = {"id": exit_id, "from": "l2", "to": to, "amount_sats": value, "status": "requested"}
         lines = [
             exit_id,
@@ -272,9 +271,7 @@ def withdraw(
     script = parse_btc_address(btc_address, network())
     secret = load_keyfile(key_file, network()).key.secret
     if source == "l2":
-        ref = WithdrawalRef.parse(
-            _withdraw_l2(secret, value, parse_sats(fee, allow_zero=True), script, sequencer)
-        )
+        ref = WithdrawalRef.parse(_withdraw_l2(secret, value, l2_fee, script, sequencer))
     else:
         if evm_rpc is None or bridge is None:
             fail("--from evm needs --evm-rpc and --bridge")

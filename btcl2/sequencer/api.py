@@ -3,9 +3,9 @@
 Every error reaches the client as a JSON-RPC error object, never a traceback: -32700 parse error,
 -32600 invalid request, -32601 method not found, -32602 invalid params (naming the parameter), -32001 a
 rejected transaction (data: the exception class and message), -32004 not found, -32005 rate limited
-(HTTP 429), -32603 internal error. Bodies above 1 MiB get HTTP 413. The limits every route shares (rate
-limit charged before a body is read, encodings, charsets, batch size) are btcl2/httpguard.py's and
-docs/PROTOCOL.md's "API limits".
+(HTTP 429), -32010 a fee below the minimum L2 fee (data: minFee and its inputs), -32603 internal error.
+Bodies above 1 MiB get HTTP 413. The limits every route shares (rate limit charged before a body is
+read, encodings, charsets, batch size) are btcl2/httpguard.py's and docs/PROTOCOL.md's "API limits".
 """
 
 import asyncio
@@ -23,8 +23,18 @@ from btcl2.bitcoin.tx import OutPoint
 from btcl2.core.hashing import keccak256
 from btcl2.core.hexstr import from_hex
 from btcl2.core.state import Account
-from btcl2.core.types import Address20, Batch, ExitToEvm, Transfer, Withdrawal
+from btcl2.core.types import (
+    MAX_WITHDRAWAL_SCRIPT,
+    SIGNATURE_SIZE,
+    Address20,
+    Batch,
+    ExitToEvm,
+    Sats,
+    Transfer,
+    Withdrawal,
+)
 from btcl2.errors import BtcL2Error, InvalidInput
+from btcl2.sequencer.fees import FeeTooLow
 from btcl2.sequencer.service import NotFound, Sequencer, TxView
 
 log = logging.getLogger(__name__)
@@ -37,7 +47,7 @@ PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR =
     -32602,
     -32603,
 )
-TX_REJECTED, NOT_FOUND, RATE_LIMITED = -32001, -32004, -32005
+TX_REJECTED, NOT_FOUND, RATE_LIMITED, FEE_TOO_LOW = -32001, -32004, -32005, -32010
 MAX_BATCH = 100
 """Requests in one JSON-RPC batch; a longer batch is refused whole (-32600), whatever the rate limit."""
 
@@ -181,6 +191,7 @@ class SequencerAPI:
             "l2_getProof": (("address", "batch"), 1, self.get_proof),
             "l2_getDeposit": (("txid", "vout"), 2, self.get_deposit),
             "l2_status": ((), 0, self.status),
+            "l2_estimateFee": (("type", "script"), 0, self.estimate_fee),
         }
         self.routes: list[Callable[[web.Application], None]] = []
         """Extra routes (GET /metrics, /explorer/), each added to the app by app()."""
@@ -193,11 +204,27 @@ class SequencerAPI:
             tx_hash = self.seq.submit(raw)
         except InvalidInput as exc:
             raise RPCFailure(
-                TX_REJECTED,
+                FEE_TOO_LOW if isinstance(exc, FeeTooLow) else TX_REJECTED,
                 f"transaction rejected: {exc}",
-                {"reason": type(exc).__name__, "message": str(exc)},
+                {"reason": type(exc).__name__, "message": str(exc), **getattr(exc, "details", {})},
             ) from None
         return {"txHash": _hex(tx_hash), "status": "pending"}
+
+    def estimate_fee(self, p: dict[str, Any]) -> dict[str, Any]:
+        kind = p.get("type") or "transfer"
+        # No script: the longest standard one (P2WSH, P2TR: 34 bytes), so the fee covers any of them.
+        script = bytes(34) if p.get("script") is None else parse_hex(p["script"], "script")
+        if len(script) > MAX_WITHDRAWAL_SCRIPT:
+            raise _bad("script", f"longer than {MAX_WITHDRAWAL_SCRIPT} bytes")
+        zero = Sats(0)
+        txs: dict[str, Transfer | Withdrawal | ExitToEvm] = {
+            "transfer": Transfer(Address20(bytes(20)), zero, zero, 0),
+            "withdrawal": Withdrawal(zero, zero, 0, script),
+            "exit": ExitToEvm(zero, zero, 0, Address20(bytes(20))),
+        }
+        if kind not in txs:
+            raise _bad("type", "expected transfer, withdrawal or exit")
+        return {"type": kind, **self.seq.fee_estimate(len(txs[kind].encode()) + SIGNATURE_SIZE)}
 
     def get_balance(self, p: dict[str, Any]) -> dict[str, Any]:
         addr = parse_address(p["address"])

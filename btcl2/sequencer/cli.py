@@ -25,6 +25,7 @@ from btcl2.sequencer.adopt import DerivedChain
 from btcl2.sequencer.anchors import ChainAnchors
 from btcl2.sequencer.api import APIServer, SequencerAPI
 from btcl2.sequencer.config import SequencerConfig, load_config
+from btcl2.sequencer.fees import FeeRatePoller
 from btcl2.sequencer.service import Sequencer
 from btcl2.sequencer.store import SequencerStore
 from btcl2.storage.db import Database
@@ -91,6 +92,7 @@ async def serve(config: SequencerConfig, poster_key: Path | None = None) -> None
                 batch_max_txs=config.batch_max_txs,
                 batch_interval=config.batch_interval,
                 mempool_max=config.mempool_max,
+                fees=config.fee_policy(),
             )
             watcher = Watcher(
                 rpc,
@@ -110,12 +112,14 @@ async def serve(config: SequencerConfig, poster_key: Path | None = None) -> None
                 config.rpcport,
             )
             tip = NodeTipPoller(rpc, seq, config.poll_interval)
-            services: list[Any] = [watcher, seq, api, tip]
+            fee_rates = FeeRatePoller(rpc, seq, seq.fees.rates, config.fee_interval)
+            await fee_rates.refresh()  # the rate before the API answers; the floor if the node has none
+            services: list[Any] = [watcher, seq, api, tip, fee_rates]
             # --- poster (--post): same TaskGroup, reads batches from the store, answers anchor status.
             poster = None
             if poster_key is not None:
                 post_db = Database(config.datadir / JOURNAL_DIR)
-                settings = PosterSettings(poll_interval=config.poll_interval)
+                settings = PosterSettings(seq.fees.rates, poll_interval=config.poll_interval)
                 poster = make_poster(rpc, post_db, StoreBatchSource(store), poster_key, params, settings)
                 seq.anchors = poster
                 services.append(poster)

@@ -13,6 +13,8 @@ from typing import Any
 
 from btcl2.core.params import InvalidParams, Params, params_from_table
 from btcl2.errors import InvalidInput
+from btcl2.poster.fees import FeePolicy
+from btcl2.sequencer.fees import L2FeePolicy
 
 
 class ConfigError(InvalidInput):
@@ -49,8 +51,22 @@ class SequencerConfig:
     """Bitcoin height the watcher starts at; None: the node's tip at the first run (then fixed)."""
     watcher_history: int = 1000
     """Blocks of header history the watcher keeps for reorgs."""
+    fee_floor: int = 2
+    """Lowest Bitcoin fee rate, sat/vB, the minimum L2 fee is priced at (the poster's --fee-floor)."""
+    fee_ceiling: int = 100
+    """Highest such rate, sat/vB (the poster's --fee-ceiling)."""
+    conf_target: int = 3
+    """estimatesmartfee target, blocks (the poster's --conf-target)."""
+    fee_margin_pct: int = 150
+    """The minimum L2 fee's margin over the poster's Bitcoin cost, percent (>= 100)."""
+    fee_interval: float = 10.0
+    """Seconds between estimatesmartfee calls."""
     params: Params = field(default_factory=Params)
     """The rollup parameters."""
+
+    def fee_policy(self) -> L2FeePolicy:
+        """How admission prices transactions (btcl2/sequencer/fees.py)."""
+        return L2FeePolicy(FeePolicy(self.fee_floor, self.fee_ceiling, self.conf_target), self.fee_margin_pct)
 
 
 _TOP_KEYS = {f.name for f in dataclasses.fields(SequencerConfig)} - {"params"}
@@ -86,6 +102,12 @@ def _validate(config: SequencerConfig) -> SequencerConfig:
         raise ConfigError("start_height must not be negative")
     if config.watcher_history <= config.params.k_deposit_confs:
         raise ConfigError("watcher_history must exceed k_deposit_confs")
+    if config.fee_interval <= 0:
+        raise ConfigError("fee_interval must be positive")
+    try:
+        config.fee_policy()
+    except InvalidInput as exc:
+        raise ConfigError(str(exc)) from exc
     return config
 
 
@@ -111,10 +133,11 @@ def load_config(file: Path | None, flags: dict[str, Any]) -> SequencerConfig:
         if value is not None:
             values[key] = value
     types = {f.name: f.type for f in dataclasses.fields(SequencerConfig)}
-    for key in ("rpcport", "batch_max_txs", "mempool_max", "rate_burst", "watcher_history"):
+    ints = ("rpcport", "batch_max_txs", "mempool_max", "rate_burst", "watcher_history")
+    for key in (*ints, "fee_floor", "fee_ceiling", "conf_target", "fee_margin_pct"):
         if key in values:
             values[key] = _check_type(key, values[key], int)
-    for key in ("batch_interval", "rate_limit", "poll_interval"):
+    for key in ("batch_interval", "rate_limit", "poll_interval", "fee_interval"):
         if key in values:
             values[key] = _check_type(key, values[key], float)
     for key in ("bitcoin_rpc", "rpchost"):

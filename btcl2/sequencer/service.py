@@ -11,7 +11,7 @@ A deposit reorged out before it was credited is dropped. One reorged out after i
 deeper than K) rolls back the batch that credited it and every later one, and is recorded as owed: the
 sequencer seals nothing (l2_status `halted` says why and what to do) until the deposit is mined again and
 has K confirmations, then credits it at its new height and seals the rolled-back transactions again, first
-and in their order (the mempool marks them `resealed`: no fee replacement takes their place).
+and in their order (the mempool marks them `restored`: never evicted, and no fee replacement takes their place).
 
 A reorg of K blocks or more can take a batch's L1 origin off the best chain without touching a credited
 deposit (the origin is only the safe tip). Replay rejects such a batch as stale, so before sealing the
@@ -47,6 +47,7 @@ from btcl2.core.transition import BuiltBatch, build_batch, check_exit_recipient,
 from btcl2.core.types import Address20, Batch, ExitToEvm, Hash32, SignedTx, Transfer, Withdrawal
 from btcl2.errors import Critical, InvalidInput
 from btcl2.sequencer.adopt import DerivedSnapshot, first_difference, halt_message, rebuild
+from btcl2.sequencer.fees import L2FeePolicy, check_fee, da_vbytes, min_l2_fee
 from btcl2.sequencer.mempool import Mempool, MempoolEntry
 from btcl2.sequencer.store import DepositRecord, DepositStatus, SequencerStore, TxRecord, TxStatus
 from btcl2.watcher.confdepth import ConfirmationView
@@ -132,16 +133,21 @@ class Sequencer:
         batch_interval: float = 2.0,
         mempool_max: int = 20_000,
         logged_seq: Callable[[], int] | None = None,
+        fees: L2FeePolicy | None = None,
     ) -> None:
         """`view` is the watcher's confirmation view (None: no L1, for benchmarks and unit tests);
         `logged_seq` returns the watcher's next event sequence number, so sealing waits for every logged
-        event to be applied."""
+        event to be applied; `fees` prices admission (its rate's floor until a FeeRatePoller sets
+        `fee_rate`)."""
         self.store = store
         self.params = params
         self.view = view
         self.batch_max_txs = batch_max_txs
         self.batch_interval = batch_interval
         self.state: State = store.load()
+        self.fees = fees if fees is not None else L2FeePolicy()
+        self.fee_rate: int = self.fees.rates.floor
+        """The poster's current Bitcoin fee rate, sat/vB (btcl2/sequencer/fees.py)."""
         self.mempool = Mempool(mempool_max)
         self.mempool.restore([(r.signed, r.signed.tx_hash, r.sender) for r in store.returned()])
         self.node_tip: int | None = None
@@ -169,14 +175,19 @@ class Sequencer:
 
     # --- admission -------------------------------------------------------------------------------------
 
-    def submit(self, raw: bytes) -> Hash32:
-        """Check a signed transaction and add it to the mempool; InvalidInput (typed) if rejected."""
+    def submit(self, raw: bytes, *, readmit: bool = False) -> Hash32:
+        """Check a signed transaction and add it to the mempool; InvalidInput (typed) if rejected.
+
+        `readmit`: a transaction this sequencer accepted before a restart, admitted again without the fee
+        floor (the Bitcoin fee rate may have risen since it was accepted)."""
         signed = SignedTx.decode(raw)
         tx_hash = signed.tx_hash
         if tx_hash in self.mempool:
             return tx_hash
-        sender = recover_sender(signed, self.params.l2_chain_id)
         tx = signed.tx
+        if not readmit:
+            check_fee(tx.fee, len(raw), self.fee_rate, self.fees.margin_pct)  # before the costly recovery
+        sender = recover_sender(signed, self.params.l2_chain_id)
         if isinstance(tx, Withdrawal):
             check_withdrawal_script(tx.script)
             if tx.amount < self.params.min_withdrawal_sats:
@@ -189,12 +200,29 @@ class Sequencer:
             raise ZeroAmount("transfer amount must be positive")
         if tx.amount + tx.fee > MAX_MONEY:
             raise AmountOverflow("amount plus fee exceeds MAX_MONEY")
-        replaced = self.mempool.add(signed, tx_hash, sender, self.state.account(sender))
-        self.store.keep_pending([(tx_hash, raw)], [] if replaced is None else [replaced.tx_hash])
+        gone = self.mempool.add(signed, tx_hash, sender, self.state.account(sender), self.min_fee(len(raw)))
+        self.store.keep_pending([(tx_hash, raw)], [e.tx_hash for e in gone])
+        for entry in gone:
+            if entry.nonce != tx.nonce or entry.sender != sender:
+                self._remember_drop(entry, "MempoolFull: evicted by a transaction paying a higher fee rate")
         self._dropped.pop(tx_hash, None)
         if len(self.mempool) >= self.batch_max_txs:
             self._wake.set()
         return tx_hash
+
+    def min_fee(self, size: int) -> int:
+        """The minimum L2 fee of a transaction whose signed encoding is `size` bytes, at the current rate."""
+        return min_l2_fee(size, self.fee_rate, self.fees.margin_pct)
+
+    def fee_estimate(self, size: int) -> dict[str, int]:
+        """What l2_estimateFee reports for a transaction of `size` bytes: the floor and its inputs."""
+        return {
+            "minFee": self.min_fee(size),
+            "size": size,
+            "daVbytes": da_vbytes(size),
+            "feeRate": self.fee_rate,
+            "marginPct": self.fees.margin_pct,
+        }
 
     # --- watcher events --------------------------------------------------------------------------------
 
@@ -507,8 +535,11 @@ class Sequencer:
         except InvalidInput as exc:
             raise Critical(f"built batch {batch.header.number} breaks forced inclusion: {exc}") from exc
 
-    def _remember_drop(self, entry: MempoolEntry) -> None:
-        reason = "BadNonce: an earlier transaction of the sender was rejected or its balance is spent"
+    def _remember_drop(
+        self,
+        entry: MempoolEntry,
+        reason: str = "BadNonce: an earlier transaction of the sender was rejected or its balance is spent",
+    ) -> None:
         self._dropped[entry.tx_hash] = TxView(entry.signed, entry.sender, "rejected", None, None, reason)
         while len(self._dropped) > _RECENT_DROPS:
             self._dropped.popitem(last=False)
@@ -563,7 +594,7 @@ class Sequencer:
         again, gone = 0, []
         for key, raw in kept:
             try:
-                self.submit(raw)
+                self.submit(raw, readmit=True)
                 again += 1
             except InvalidInput as exc:
                 log.info("sequencer: a kept transaction is no longer valid: %s: %s", type(exc).__name__, exc)

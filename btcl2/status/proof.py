@@ -1,8 +1,8 @@
 """Proof bundles (`btcl2 status ID --proof FILE`): everything a third party needs to check, with plain
 functions and no trust in btcl2's servers, that
 
-- a deposit is in a Bitcoin block (SPV: the transaction, its Merkle branch, the 80-byte header), and pays
-  the federation;
+- a deposit is in a Bitcoin block (SPV: the transaction, its Merkle branch, the block's coinbase with a branch
+  as long (the Bridge's depth rule), the 80-byte header), and pays the federation;
 - an L2 transaction is in a batch (the batch header, whose hash commits to its transactions root, and the
   Merkle branch of the transaction's hash under that root);
 - an account holds a balance after that batch (the sparse Merkle proof under the header's post-state root).
@@ -17,7 +17,7 @@ from typing import Any
 from btcl2.bitcoin.block import Block, BlockHeader
 from btcl2.bitcoin.hashes import sha256d
 from btcl2.bitcoin.tx import Tx
-from btcl2.bridge.spv import mint_proof, root_from_proof
+from btcl2.bridge.spv import BadSpvProof, MintProof, check_mint_proof, mint_proof
 from btcl2.core.hexstr import from_hex
 from btcl2.core.merkle import merkle_branch, verify_branch
 from btcl2.core.params import Params
@@ -48,6 +48,8 @@ async def spv_section(src: Sources, txid: str, vout: int, block_hash: str) -> di
         "rawTx": _h(proof.raw_tx_no_witness),
         "merkleProof": [_h(s) for s in proof.merkle_proof],
         "txIndex": proof.tx_index,
+        "coinbaseTx": _h(proof.coinbase_tx),
+        "coinbaseProof": [_h(s) for s in proof.coinbase_proof],
         "blockHeader": _h(block.header.encode()),
         "blockHash": block_hash,
         "federationScript": _h(src.params.federation_script_pubkey),
@@ -142,9 +144,19 @@ def _verify_spv(spv: dict[str, Any], params: Params) -> list[str]:
         out.append("spv: the raw transaction does not hash to the txid")
     if header.hash[::-1].hex() != spv["blockHash"]:
         out.append("spv: the header does not hash to the block hash")
-    root = root_from_proof(txid, [_unhex(s) for s in spv["merkleProof"]], int(spv["txIndex"]))
-    if root != header.merkle_root:
-        out.append("spv: the Merkle branch does not lead to the header's Merkle root")
+    proof = MintProof(
+        raw,
+        tuple(_unhex(s) for s in spv["merkleProof"]),
+        header.hash,
+        int(spv["vout"]),
+        int(spv["txIndex"]),
+        _unhex(spv.get("coinbaseTx", "")),
+        tuple(_unhex(s) for s in spv.get("coinbaseProof", [])),
+    )
+    try:
+        check_mint_proof(proof, header.merkle_root)  # the Bridge's rules, the coinbase depth rule included
+    except BadSpvProof as e:
+        out.append(f"spv: {e}")
     if int.from_bytes(header.hash, "little") > _target(header.bits):
         out.append("spv: the header's proof of work is below its target")
     tx = Tx.decode(raw)

@@ -20,8 +20,6 @@ from btcl2.wallet.clicommon import (
 from btcl2.wallet.keyfile import load_keyfile
 from btcl2.wallet.l2client import L2Client
 
-DEFAULT_FEE_SATS = 100
-"""The default L2 transaction fee."""
 SETTLED = frozenset({"sealed", "anchored", "final"})
 """Statuses after which a transaction's effect is in a batch."""
 POLL_SECONDS = 0.5
@@ -60,7 +58,10 @@ def _wait_settled(client: L2Client, tx_hash: str, timeout: float) -> dict[str, A
 @click.option("--amount", required=True, help="Amount in BTC (or satoshis with --sats).")
 @sats_option
 @click.option(
-    "--fee", default=str(DEFAULT_FEE_SATS), show_default=True, metavar="SATS", help="L2 fee, in satoshis."
+    "--fee",
+    default=None,
+    metavar="SATS",
+    help="L2 fee, in satoshis [the sequencer's minimum, from l2_estimateFee].",
 )
 @click.option("--wait", is_flag=True, help="Wait until the transaction is sealed in a batch.")
 @click.option(
@@ -73,7 +74,7 @@ def transfer(
     to_address: str,
     amount: str,
     sats: bool,
-    fee: str,
+    fee: str | None,
     wait: bool,
     timeout: float,
     sequencer: str,
@@ -86,9 +87,9 @@ def transfer(
 
     to = parse_l2_address(to_address)
     value = parse_amount(amount, sats=sats)
-    fee_sats = parse_sats(fee, allow_zero=True)
     keyfile = load_keyfile(key_file, network())
     client = L2Client(sequencer)
+    fee_sats = parse_sats(fee, allow_zero=True) if fee is not None else client.min_fee("transfer")
     chain_id = int(client.status()["chainId"])
     sender = "0x" + keyfile.l2_address.hex()
     nonce = client.get_nonce(sender)
@@ -110,7 +111,8 @@ def transfer(
         "fee_sats": fee_sats,
         "nonce": nonce,
     }
-    lines = [tx_hash] if batch is None else [tx_hash, f"{status} in batch {batch}"]
+    lines = [tx_hash, f"fee: {fee_sats} sats"]
+    lines += [] if batch is None else [f"{status} in batch {batch}"]
     emit(as_json, data, lines)
 
 

@@ -107,6 +107,17 @@ class L2Client(SyncBitcoinRPC):
         result: dict[str, Any] = self.call("l2_getDeposit", txid, vout)
         return result
 
+    def estimate_fee(self, kind: str = "transfer", script: bytes | None = None) -> dict[str, Any]:
+        """l2_estimateFee: {"type", "minFee", "size", "daVbytes", "feeRate", "marginPct"}, the least fee the
+        sequencer accepts now for a transaction of this kind (a withdrawal to `script`)."""
+        params: list[Any] = [kind] if script is None else [kind, "0x" + script.hex()]
+        result: dict[str, Any] = self.call("l2_estimateFee", *params)
+        return result
+
+    def min_fee(self, kind: str = "transfer", script: bytes | None = None) -> int:
+        """The least fee the sequencer accepts now (l2_estimateFee's minFee)."""
+        return int(self.estimate_fee(kind, script)["minFee"])
+
     def status(self) -> dict[str, Any]:
         """l2_status: chain id, head batch, tips, mempool size, federation address."""
         result: dict[str, Any] = self.call("l2_status")

@@ -29,7 +29,6 @@ from btcl2.bridge.attest import (
     attestation_args,
     attestation_proofs,
     attested_batch,
-    deploy_attestation_verifier,
     g2_from_eip2537,
     is_attested,
     mint_exit,
@@ -132,8 +131,8 @@ def chain(node: RegtestNode, pool: CoinPool) -> Iterator[Chain]:
         evm = EvmClient(anvil.url)
         config = BridgeConfig.for_params(PARAMS, REGTEST_GENESIS, OWNER.address, OWNER.address)
         dep = deploy_bridge_stack(evm, OWNER, config)
-        verifier = deploy_attestation_verifier(evm, OWNER, dep.bridge, PARAMS)
-        c = Chain(evm, dep, verifier, node, pool)
+        assert dep.attestation_verifier is not None
+        c = Chain(evm, dep, dep.attestation_verifier, node, pool)
         c.sync_headers()
         yield c
 

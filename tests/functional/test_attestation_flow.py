@@ -31,7 +31,6 @@ from btcl2.bridge.anvil import ANVIL_DEV_KEYS, Anvil
 from btcl2.bridge.attest import (
     ReplayAttestations,
     attestation_proofs,
-    deploy_attestation_verifier,
     mint_exit,
     submit_attestation,
 )
@@ -199,7 +198,8 @@ def _attested(f: Flow, upto: int) -> dict[str, Any] | None:
 
 
 def test_exit_attested_replayed_and_minted(flow: Flow) -> None:
-    exit_tx = ExitToEvm(Sats(EXIT_AMOUNT), Sats(100), 0, Address20(bytes.fromhex(RECIPIENT.address[2:])))
+    fee = flow.call("l2_estimateFee", "exit")["minFee"]
+    exit_tx = ExitToEvm(Sats(EXIT_AMOUNT), Sats(fee), 0, Address20(bytes.fromhex(RECIPIENT.address[2:])))
     signed = eip712.sign(exit_tx, USER_KEY, PARAMS.l2_chain_id)
     tx_hash = flow.call("l2_sendTransaction", "0x" + signed.encode().hex())["txHash"]
     wait_until(lambda: flow.call("l2_getTransaction", tx_hash)["batch"] is not None, 20, "exit sealed")
@@ -245,7 +245,6 @@ def test_exit_attested_replayed_and_minted(flow: Flow) -> None:
         evm = EvmClient(anvil.url)
         config = BridgeConfig.for_params(PARAMS, REGTEST_GENESIS, OWNER.address, OWNER.address)
         dep = deploy_bridge_stack(evm, OWNER, config)
-        deploy_attestation_verifier(evm, OWNER, dep.bridge, PARAMS)
         for i in range(0, len(headers), 100):
             evm.transact(dep.light_client, "submitHeaders", b"".join(headers[i : i + 100]), sender=CLAIMER)
         # Not the record on Bitcoin (other signers): refused before the aggregate is even checked.

@@ -255,24 +255,28 @@ def test_deposit_transfer_and_status_on_l2(
     assert credited["status"] == "credited" and credited["amount"] == 50_000_000
 
     args = ["transfer", "--key", str(funded["path"]), "--to", bob, "--amount", "0.001", *seq]
+    fee = L2Client(sequencer).min_fee()  # the default: the sequencer's minimum
     sent = ok(node, *args, "--wait")
     assert sent["status"] in ("sealed", "anchored", "final") and sent["batch"] is not None
-    assert sent["nonce"] == 0 and sent["fee_sats"] == 100
-    assert ok(node, "balance", alice, *seq)["balance"] == 50_000_000 - 100_000 - 100
+    assert sent["nonce"] == 0 and sent["fee_sats"] == fee
+    assert ok(node, "balance", alice, *seq)["balance"] == 50_000_000 - 100_000 - fee
     assert ok(node, "balance", alice, *seq)["nonce"] == 1
     assert ok(node, "balance", bob, *seq)["balance"] == 100_000
 
     info = ok(node, "tx", sent["txHash"], *seq)
     assert info["status"] in ("sealed", "anchored", "final")
-    assert (info["amount"], info["fee"], info["nonce"], info["type"]) == (100_000, 100, 0, "transfer")
+    assert (info["amount"], info["fee"], info["nonce"], info["type"]) == (100_000, fee, 0, "transfer")
     assert info["from"].lower() == alice.lower() and info["to"].lower() == bob.lower()
     text = btcl2(node, "tx", sent["txHash"], *seq)
     assert text.returncode == 0 and "0.00100000 BTC (100000 sats)" in text.stdout
 
-    # A second transfer in satoshis takes the next nonce; the human output is the hash alone.
-    res = btcl2(node, *args[:-4], "--amount", "5000", "--sats", "--fee", "0", *seq)
+    # A fee below the sequencer's minimum is refused; a second transfer in satoshis takes the next nonce;
+    # the human output is the hash, then the fee.
+    one_line_error(btcl2(node, *args[:-4], "--amount", "5000", "--sats", "--fee", "0", *seq), "minimum")
+    res = btcl2(node, *args[:-4], "--amount", "5000", "--sats", "--fee", str(fee + 1), *seq)
     assert res.returncode == 0, res.stderr
-    assert res.stdout.strip().startswith("0x") and len(res.stdout.strip()) == 66
+    tx_line, fee_line = res.stdout.strip().splitlines()
+    assert tx_line.startswith("0x") and len(tx_line) == 66 and fee_line == f"fee: {fee + 1} sats"
 
     too_much = btcl2(node, *args[:-4], "--amount", "10", *seq)
     one_line_error(too_much, "rejected")

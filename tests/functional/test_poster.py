@@ -57,7 +57,8 @@ class World:
 
     def send(self) -> str:
         """Send one transfer; its hash."""
-        tx = Transfer(Address20(bytes.fromhex(DEST[2:])), Sats(1_000), Sats(10), self.nonce)
+        fee = self.seq.call("l2_estimateFee")["minFee"]
+        tx = Transfer(Address20(bytes.fromhex(DEST[2:])), Sats(1_000), Sats(fee), self.nonce)
         signed = eip712.sign(tx, USER_KEY, PARAMS.l2_chain_id)
         self.nonce += 1
         tx_hash: str = self.seq.call("l2_sendTransaction", "0x" + signed.encode().hex())["txHash"]

@@ -55,7 +55,9 @@ def test_poster_down_past_the_window_then_up(node: RegtestNode, pool: CoinPool, 
         mine(node, K, MINER.p2wpkh_address)
         wait_until(lambda: seq.call("l2_getBalance", USER)["balance"] > 0, 20, "deposit credited")
         signed = eip712.sign(
-            Transfer(Address20(bytes(20)), Sats(1_000), Sats(10), 0), USER_KEY, PARAMS.l2_chain_id
+            Transfer(Address20(bytes(20)), Sats(1_000), Sats(seq.call("l2_estimateFee")["minFee"]), 0),
+            USER_KEY,
+            PARAMS.l2_chain_id,
         )
         tx_hash = seq.call("l2_sendTransaction", "0x" + signed.encode().hex())["txHash"]
         wait_until(lambda: seq.call("l2_getTransaction", tx_hash)["batch"] is not None, 20, "sealing")

@@ -97,7 +97,7 @@ class Stack:
     def new_batch(self, nonce: int) -> int:
         """A transfer sealed in a new batch; its number."""
         secret = bytes.fromhex(json.loads(Path(self.user["file"]).read_text())["private_key"])
-        transfer = Transfer(Address20(b"\x42" * 20), Sats(1_000), Sats(10), nonce)
+        transfer = Transfer(Address20(b"\x42" * 20), Sats(1_000), Sats(self.l2.min_fee()), nonce)
         signed = eip712.sign(transfer, secret, PARAMS.l2_chain_id)
         tx_hash = self.l2.send_transaction(signed)["txHash"]
         wait_for("the transfer sealed", lambda: self.l2.get_transaction(tx_hash)["batch"] is not None)

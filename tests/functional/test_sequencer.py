@@ -150,6 +150,12 @@ def _transfer(key: bytes, to: str, amount: int, fee: int, nonce: int) -> SignedT
     return eip712.sign(tx, key, PARAMS.l2_chain_id)
 
 
+def _fee(seq: SequencerProcess) -> int:
+    """The sequencer's minimum L2 fee for a transfer now (l2_estimateFee)."""
+    fee: int = seq.call("l2_estimateFee")["minFee"]
+    return fee
+
+
 def _send(seq: SequencerProcess, signed: SignedTx) -> str:
     result = seq.call("l2_sendTransaction", "0x" + signed.encode().hex())
     assert result["status"] == "pending"
@@ -217,15 +223,16 @@ def test_deposit_credited_at_k_then_transfers(
     )
     assert seq.call("l2_getBalance", a)["balance"] == DEPOSIT
 
-    hashes = [_send(seq, _transfer(key_a, b, 10_000 * (i + 1), 100, i)) for i in range(3)]
+    fee = _fee(seq)
+    hashes = [_send(seq, _transfer(key_a, b, 10_000 * (i + 1), fee, i)) for i in range(3)]
     assert seq.call("l2_getNonce", a) == 3
     sealed = [_wait_sealed(seq, h) for h in hashes]
     assert [t["nonce"] for t in sealed] == [0, 1, 2] and all(t["from"] == a and t["to"] == b for t in sealed)
-    back = _send(seq, _transfer(key_b, a, 5_000, 10, 0))
+    back = _send(seq, _transfer(key_b, a, 5_000, fee, 0))
     _wait_sealed(seq, back)
     bal_a, bal_b = seq.call("l2_getBalance", a), seq.call("l2_getBalance", b)
-    assert bal_a["balance"] == DEPOSIT - 60_000 - 300 + 5_000 and bal_a["nonce"] == 3
-    assert bal_b["balance"] == 60_000 - 5_010 and bal_b["nonce"] == 1
+    assert bal_a["balance"] == DEPOSIT - 60_000 - 3 * fee + 5_000 and bal_a["nonce"] == 3
+    assert bal_b["balance"] == 60_000 - 5_000 - fee and bal_b["nonce"] == 1
     latest = seq.call("l2_getBatch", "latest")
     assert seq.call("l2_status")["stateRoot"] == latest["postStateRoot"]
     for who in (a, b, "0x" + os.urandom(20).hex()):
@@ -238,7 +245,8 @@ def test_deposit_credited_at_k_then_transfers(
 
 def test_bad_input_changes_nothing(seq: SequencerProcess, node: RegtestNode, pool: CoinPool) -> None:
     key = _funded_key(seq, node, pool)
-    sealed = _send(seq, _transfer(key, _addr(key), 1_000, 1, 0))
+    fee = _fee(seq)
+    sealed = _send(seq, _transfer(key, _addr(key), 1_000, fee, 0))
     _wait_sealed(seq, sealed)
     before = seq.call("l2_status")
 
@@ -249,17 +257,17 @@ def test_bad_input_changes_nothing(seq: SequencerProcess, node: RegtestNode, poo
 
     replay = seq.call("l2_getTransaction", sealed)
     assert replay["status"] == "sealed"
-    rejected("0x" + _transfer(key, _addr(key), 1_000, 1, 0).encode().hex(), "BadNonce")
-    good = _transfer(key, _addr(key), 1_000, 1, 1)
+    rejected("0x" + _transfer(key, _addr(key), 1_000, fee, 0).encode().hex(), "BadNonce")
+    good = _transfer(key, _addr(key), 1_000, fee, 1)
     r, s, v = good.signature[:32], int.from_bytes(good.signature[32:64], "big"), good.signature[64]
     high_s = r + (eip712.SECP256K1_N - s).to_bytes(32, "big") + bytes([55 - v])
     rejected("0x" + SignedTx(good.tx, high_s).encode().hex(), "BadSignature")
-    rejected("0x" + _transfer(key, _addr(key), 0, 1, 1).encode().hex(), "ZeroAmount")
+    rejected("0x" + _transfer(key, _addr(key), 0, fee, 1).encode().hex(), "ZeroAmount")
     negative = bytearray(good.encode())
     negative[21:29] = b"\xff" * 8  # amount -1 as a signed u64: out of range
     rejected("0x" + negative.hex(), "MalformedEncoding")
-    rejected("0x" + _transfer(key, _addr(key), MAX_MONEY, 1, 1).encode().hex(), "AmountOverflow")
-    rejected("0x" + _transfer(key, _addr(key), 2 * DEPOSIT, 1, 1).encode().hex(), "InsufficientBalance")
+    rejected("0x" + _transfer(key, _addr(key), MAX_MONEY, fee, 1).encode().hex(), "AmountOverflow")
+    rejected("0x" + _transfer(key, _addr(key), 2 * DEPOSIT, fee, 1).encode().hex(), "InsufficientBalance")
     rejected("0x" + good.encode().hex()[:-4], "MalformedEncoding")
     assert seq.error("l2_sendTransaction", 12)["code"] == -32602
 
@@ -308,11 +316,13 @@ def test_kill9_mid_stream(seq: SequencerProcess, node: RegtestNode, pool: CoinPo
     sent: list[str] = []
     stop = threading.Event()
 
+    fee = _fee(seq)
+
     def stream() -> None:
         nonce = seq.call("l2_getNonce", sender)
         while not stop.is_set():
             try:
-                sent.append(_send(seq, _transfer(key, dest, 1_000, 1, nonce)))
+                sent.append(_send(seq, _transfer(key, dest, 1_000, fee, nonce)))
             except (OSError, AssertionError, ValueError):
                 return  # the sequencer is gone
             nonce += 1
@@ -358,7 +368,7 @@ def test_kill9_mid_stream(seq: SequencerProcess, node: RegtestNode, pool: CoinPo
     assert nonce >= len(sent)
     # The restarted sequencer accepts the next nonce and seals it, after the pending ones, on top of the
     # recovered head.
-    after = _wait_sealed(seq, _send(seq, _transfer(key, dest, 1_000, 1, nonce)))
+    after = _wait_sealed(seq, _send(seq, _transfer(key, dest, 1_000, _fee(seq), nonce)))
     assert after["batch"] >= latest["number"] + 1
     assert seq.call("l2_getBatch", latest["number"] + 1)["parentHash"] == latest["hash"]
     assert all(seq.call("l2_getTransaction", h)["status"] == "sealed" for h in sent)

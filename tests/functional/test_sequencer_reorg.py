@@ -75,12 +75,12 @@ class World:
     def sign(self, tx: Transfer | Withdrawal) -> SignedTx:
         return eip712.sign(tx, self.key, PARAMS.l2_chain_id)
 
-    def transfer(self, fee: int = 10) -> SignedTx:
+    def transfer(self, fee: int = 1_000) -> SignedTx:
         signed = self.sign(Transfer(DEST, Sats(1_000), Sats(fee), self.nonce))
         self.nonce += 1
         return signed
 
-    def withdrawal(self, fee: int = 100) -> SignedTx:
+    def withdrawal(self, fee: int = 1_000) -> SignedTx:
         signed = self.sign(Withdrawal(Sats(50_000), Sats(fee), self.nonce, new_key().p2wpkh_script))
         self.nonce += 1
         return signed

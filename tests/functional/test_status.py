@@ -66,7 +66,8 @@ class Stack(SequencerProcess):
         return txid
 
     def send(self) -> str:
-        tx = Transfer(Address20(bytes.fromhex(DEST[2:])), Sats(1_000), Sats(10), self.nonce)
+        fee = self.call("l2_estimateFee")["minFee"]
+        tx = Transfer(Address20(bytes.fromhex(DEST[2:])), Sats(1_000), Sats(fee), self.nonce)
         self.nonce += 1
         signed = eip712.sign(tx, USER_KEY, PARAMS.l2_chain_id)
         tx_hash: str = self.call("l2_sendTransaction", "0x" + signed.encode().hex())["txHash"]

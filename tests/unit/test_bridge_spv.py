@@ -1,6 +1,7 @@
 """SPV proof building (btcl2.bridge.spv), ABI coding (btcl2.bridge.abi) and artifact loading: pure, no EVM."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -9,17 +10,30 @@ from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
 from btcl2.bitcoin.block import Block, BlockHeader, merkle_root
+from btcl2.bitcoin.hashes import sha256d
 from btcl2.bitcoin.tx import OutPoint, Tx, TxIn, TxOut
 from btcl2.bridge.abi import decode_log, decode_revert, encode_call, signature
 from btcl2.bridge.artifacts import ArtifactError, load_artifact
 from btcl2.bridge.deploy import REGTEST_GENESIS
 from btcl2.bridge.evm import Contract, create_address, events_of
-from btcl2.bridge.spv import NotInBlock, headers_bytes, mint_proof, root_from_proof
+from btcl2.bridge.spv import (
+    BadSpvProof,
+    NotInBlock,
+    check_mint_proof,
+    headers_bytes,
+    mint_proof,
+    root_from_proof,
+)
+
+
+def _prevout(i: int) -> OutPoint:
+    """Transaction 0 is the coinbase (the null outpoint)."""
+    return OutPoint(b"\x00" * 32, 0xFFFFFFFF) if i == 0 else OutPoint(bytes([i]) * 32, i)
 
 
 def _block(n_txs: int) -> Block:
     txs = tuple(
-        Tx(2, (TxIn(OutPoint(bytes([i]) * 32, i), witness=(b"\x01" * 3,)),), (TxOut(1000 + i, b"\x51"),), 0)
+        Tx(2, (TxIn(_prevout(i), witness=(b"\x01" * 3,)),), (TxOut(1000 + i, b"\x51"),), 0)
         for i in range(n_txs)
     )
     root = merkle_root([t.txid for t in txs])
@@ -36,7 +50,64 @@ def test_mint_proof_leads_to_the_root(n_txs: int) -> None:
         assert proof.raw_tx_no_witness == tx.encode(include_witness=False)
         assert proof.raw_tx_no_witness != tx.encode(include_witness=True)
         assert root_from_proof(tx.txid, proof.merkle_proof, index) == block.header.merkle_root
-        assert proof.args() == (proof.raw_tx_no_witness, list(proof.merkle_proof), block.hash, index, 0)
+        assert proof.coinbase_tx == block.txs[0].encode(include_witness=False)
+        assert len(proof.coinbase_proof) == len(proof.merkle_proof)
+        assert root_from_proof(block.txs[0].txid, proof.coinbase_proof, 0) == block.header.merkle_root
+        assert proof.args() == (
+            proof.raw_tx_no_witness,
+            list(proof.merkle_proof),
+            block.hash,
+            index,
+            0,
+            proof.coinbase_tx,
+            list(proof.coinbase_proof),
+        )
+        if index:
+            check_mint_proof(proof, block.header.merkle_root)
+        else:
+            with pytest.raises(BadSpvProof):
+                check_mint_proof(proof, block.header.merkle_root)
+
+
+def _coinbase_block(second_leaf: bytes) -> tuple[Block, Tx]:
+    coinbase = Tx(
+        1, (TxIn(OutPoint(b"\x00" * 32, 0xFFFFFFFF), script_sig=b"\x01\x07"),), (TxOut(0, b"\x51"),)
+    )
+    root = merkle_root([coinbase.txid, second_leaf])
+    return Block(
+        BlockHeader(0x20000000, b"\x11" * 32, root, 1_700_000_000, 0x207FFFFF, 7), (coinbase,)
+    ), coinbase
+
+
+def test_check_mint_proof_refuses_a_branch_through_a_64_byte_transaction() -> None:
+    """The block is [coinbase, X] with X a 64-byte transaction left || txid(fake): the fake's branch, one
+    level deeper than the coinbase's, reaches the root through X read as an inner node."""
+    fake = _block(2).txs[1]
+    left = b"\x22" * 32
+    block, coinbase = _coinbase_block(sha256d(left + fake.txid))
+    proof = replace(
+        mint_proof(replace(block, txs=(coinbase, coinbase)), coinbase.txid, 0),
+        raw_tx_no_witness=fake.encode(include_witness=False),
+        merkle_proof=(left, coinbase.txid),
+        tx_index=3,
+    )
+    assert root_from_proof(fake.txid, proof.merkle_proof, 3) == block.header.merkle_root
+    with pytest.raises(BadSpvProof, match="depths differ"):
+        check_mint_proof(proof, block.header.merkle_root)
+    deeper = replace(proof, coinbase_proof=(b"\x00" * 32, *proof.coinbase_proof))
+    with pytest.raises(BadSpvProof, match="coinbase's branch"):
+        check_mint_proof(deeper, block.header.merkle_root)
+
+
+def test_check_mint_proof_refuses_a_false_coinbase() -> None:
+    block = _block(4)
+    proof = mint_proof(block, block.txs[2].txid, 0)
+    not_coinbase = replace(proof, coinbase_tx=proof.raw_tx_no_witness)
+    with pytest.raises(BadSpvProof, match="not a coinbase"):
+        check_mint_proof(not_coinbase, block.header.merkle_root)
+    inner = replace(proof, coinbase_tx=b"\x00" * 64)
+    with pytest.raises(BadSpvProof, match="64-byte"):
+        check_mint_proof(inner, block.header.merkle_root)
 
 
 def test_mint_proof_rejects_unknown_tx_and_output() -> None:

@@ -89,7 +89,7 @@ def _error(reply: tuple[int, Any]) -> dict[str, Any]:
     return err
 
 
-def _transfer(amount: int, nonce: int = 0, chain_id: int = PARAMS.l2_chain_id, fee: int = 10) -> SignedTx:
+def _transfer(amount: int, nonce: int = 0, chain_id: int = PARAMS.l2_chain_id, fee: int = 1_000) -> SignedTx:
     return eip712.sign(Transfer(Address20(b"\x02" * 20), Sats(amount), Sats(fee), nonce), KEY, chain_id)
 
 
@@ -123,7 +123,7 @@ def test_bad_requests_get_clear_errors_and_change_nothing(seq: Sequencer) -> Non
         _send(_transfer(1000, chain_id=PARAMS.l2_chain_id + 1)),  # another chain: another sender, no funds
         _send(_high_s(_transfer(1000))),  # malleated signature
         _send(_transfer(1000, nonce=7)),  # a nonce far ahead... or refused: either way no state change
-        _send(eip712.sign(Withdrawal(Sats(50_000), Sats(10), 0, b"\x00\x14" + b"\x01" * 19), KEY, PARAMS.l2_chain_id)),
+        _send(eip712.sign(Withdrawal(Sats(50_000), Sats(1_000), 0, b"\x00\x14" + b"\x01" * 19), KEY, PARAMS.l2_chain_id)),
     ]  # fmt: skip
     replies = _post(seq, bodies)
     for body, reply in zip(bodies[:-3], replies[:-3], strict=True):

@@ -17,6 +17,8 @@ from btcl2.watcher.chain import BlockRecord, HeaderChain
 from btcl2.watcher.confdepth import ConfirmationView
 
 PARAMS = Params()
+FEE = 1_000
+"""Above the minimum L2 fee at the fee-rate floor (330 sat for a transfer)."""
 KEY_A, KEY_B = bytes([1]) * 32, bytes([2]) * 32
 A, B = eip712.address_from_private_key(KEY_A), eip712.address_from_private_key(KEY_B)
 P2WPKH = bytes([0, 20]) + bytes(20)
@@ -93,9 +95,9 @@ def test_batches_whose_origin_left_the_chain_are_sealed_again(tmp_path: Path) ->
         chain.extend(1, 2)  # the safe tip moves to 14
         d2 = _confirm(seq.store, 2, 2, B, 300_000)
         sent = [
-            seq.submit(_sign(KEY_A, Transfer(B, Sats(10_000), Sats(5), 0))),
-            seq.submit(_sign(KEY_A, Withdrawal(Sats(20_000), Sats(5), 1, P2WPKH))),
-            seq.submit(_sign(KEY_A, ExitToEvm(Sats(30_000), Sats(5), 2, Address20(bytes([7]) * 20)))),
+            seq.submit(_sign(KEY_A, Transfer(B, Sats(10_000), Sats(FEE), 0))),
+            seq.submit(_sign(KEY_A, Withdrawal(Sats(20_000), Sats(FEE), 1, P2WPKH))),
+            seq.submit(_sign(KEY_A, ExitToEvm(Sats(30_000), Sats(FEE), 2, Address20(bytes([7]) * 20)))),
         ]
         b1 = seq.seal_once(1001)
         assert b1 is not None and b1.header.l1_origin_height == 14 and len(b1.transactions) == 3
@@ -105,7 +107,7 @@ def test_batches_whose_origin_left_the_chain_are_sealed_again(tmp_path: Path) ->
             seq.state.exited,
             dict(seq.state.withdrawals.items()),
         )
-        pending = seq.submit(_sign(KEY_B, Transfer(A, Sats(1_000), Sats(5), 0)))  # arrived after b1
+        pending = seq.submit(_sign(KEY_B, Transfer(A, Sats(1_000), Sats(FEE), 0)))  # arrived after b1
 
         # A reorg of K blocks replaces heights 14..15 with a longer branch: b1's origin is gone, b0's is not.
         chain.disconnect(2)
@@ -169,7 +171,7 @@ def test_rolled_back_transactions_survive_a_crash_before_sealing_again(tmp_path:
         seq, _, _ = _started(seq_db, chain)
         view = seq.view
         assert view is not None
-        sent = [seq.submit(_sign(KEY_A, Transfer(B, Sats(1_000 + i), Sats(5), i))) for i in range(3)]
+        sent = [seq.submit(_sign(KEY_A, Transfer(B, Sats(1_000 + i), Sats(FEE), i))) for i in range(3)]
         chain.extend(1, 1)
         assert seq.seal_once(1001) is not None
         # What the roll-back inside seal_once writes, with no sealing after it (the crash).
@@ -219,10 +221,10 @@ def test_batches_too_old_to_anchor_are_sealed_again(tmp_path: Path) -> None:
         seq.anchors = anchors
         anchors.height[0] = 14  # origin 12: in time
         chain.extend(1, 1)
-        sent = [seq.submit(_sign(KEY_A, Transfer(B, Sats(1_000 + i), Sats(5), i))) for i in range(2)]
+        sent = [seq.submit(_sign(KEY_A, Transfer(B, Sats(1_000 + i), Sats(FEE), i))) for i in range(2)]
         b1 = seq.seal_once(1001)
         assert b1 is not None and b1.header.l1_origin_height == 13
-        sent.append(seq.submit(_sign(KEY_A, Transfer(B, Sats(2_000), Sats(5), 2))))
+        sent.append(seq.submit(_sign(KEY_A, Transfer(B, Sats(2_000), Sats(FEE), 2))))
         b2 = seq.seal_once(1002)
         assert b2 is not None and b2.header.number == 2
         deadline = 13 + PARAMS.max_l1_origin_lag + 1  # the last height whose block may anchor batch 1
@@ -256,8 +258,9 @@ def test_pending_transactions_are_admitted_again_after_a_restart(tmp_path: Path)
         chain = Chain(chain_db)
         seq, _, _ = _started(seq_db, chain)
         view = seq.view
-        sent = [seq.submit(_sign(KEY_A, Transfer(B, Sats(1_000 + i), Sats(5), i))) for i in range(3)]
-        replacement = seq.submit(_sign(KEY_A, Transfer(B, Sats(1_002), Sats(9), 2)))  # higher fee, nonce 2
+        sent = [seq.submit(_sign(KEY_A, Transfer(B, Sats(1_000 + i), Sats(FEE), i))) for i in range(3)]
+        bump = Transfer(B, Sats(1_002), Sats(2 * FEE), 2)  # higher fee, nonce 2
+        replacement = seq.submit(_sign(KEY_A, bump))
         sent = [*sent[:2], replacement]
         again = Sequencer(SequencerStore(seq_db), PARAMS, view)
         assert [e.tx_hash for e in again.mempool.candidates(10)] == sent
@@ -301,7 +304,7 @@ def test_the_batches_replay_derives_from_the_chain_are_adopted(tmp_path: Path) -
         seq, _, b0 = _started(seq_db, chain)
         derived, state0 = Derived(), seq.state
         seq.derived = derived
-        transfer = eip712.sign(Transfer(B, Sats(1_000), Sats(5), 0), KEY_A, PARAMS.l2_chain_id)
+        transfer = eip712.sign(Transfer(B, Sats(1_000), Sats(FEE), 0), KEY_A, PARAMS.l2_chain_id)
         origin = (12, Hash32(chain.chain.hash_at(12)))  # type: ignore[arg-type]
         original = build_batch(state0, PARAMS, [], [transfer], origin, 999).batch
         chain.extend(1, 1)

@@ -21,6 +21,8 @@ KEY_B = bytes([2]) * 32
 A = eip712.address_from_private_key(KEY_A)
 B = eip712.address_from_private_key(KEY_B)
 ORIGIN = (100, Hash32(bytes([9]) * 32))
+FEE = 1_000
+"""Above the minimum L2 fee at the fee-rate floor (330 sat for a transfer)."""
 
 
 def _transfer(key: bytes, to: bytes, amount: int, fee: int, nonce: int) -> bytes:
@@ -61,7 +63,7 @@ def test_seal_reopen_same_root_and_history(tmp_path: Path) -> None:
     b0 = seq.seal_once(1000, ORIGIN)
     assert b0 is not None and b0.header.number == 0 and len(b0.header.deposits) == 1
     assert seq.store.deposit(outpoint).status == DepositStatus.CREDITED  # type: ignore[union-attr]
-    hashes = [seq.submit(_transfer(KEY_A, B, 1000 + i, 10, i)) for i in range(5)]
+    hashes = [seq.submit(_transfer(KEY_A, B, 1000 + i, FEE, i)) for i in range(5)]
     assert seq.next_nonce(A) == 5 and len(seq.mempool) == 5
     b1 = seq.seal_once(1001, ORIGIN)
     assert b1 is not None and [t.tx_hash for t in b1.transactions] == hashes
@@ -89,7 +91,7 @@ def test_seal_reopen_same_root_and_history(tmp_path: Path) -> None:
         with pytest.raises(NotFound):
             seq.transaction(bytes(32))
         # Sealing continues from the reopened head.
-        seq.submit(_transfer(KEY_A, B, 5, 1, 5))
+        seq.submit(_transfer(KEY_A, B, 5, FEE, 5))
         b2 = seq.seal_once(999, ORIGIN)  # the clock went back: the timestamp does not
         assert b2 is not None and b2.header.parent_hash == b1.header.hash and b2.header.timestamp == 1001
     finally:
@@ -103,13 +105,13 @@ def test_rejections_change_nothing(tmp_path: Path) -> None:
         seq.seal_once(1000, ORIGIN)
         root = seq.state.root
         with pytest.raises(InsufficientBalance):
-            seq.submit(_transfer(KEY_A, B, 50_000, 1, 0))
+            seq.submit(_transfer(KEY_A, B, 50_000 - FEE + 1, FEE, 0))
         with pytest.raises(ZeroAmount):
-            seq.submit(_transfer(KEY_A, B, 0, 1, 0))
+            seq.submit(_transfer(KEY_A, B, 0, FEE, 0))
         with pytest.raises(ZeroRecipient):
-            exit_tx = ExitToEvm(Sats(20_000), Sats(1), 0, Address20(bytes(20)))
+            exit_tx = ExitToEvm(Sats(20_000), Sats(FEE), 0, Address20(bytes(20)))
             seq.submit(eip712.sign(exit_tx, KEY_A, PARAMS.l2_chain_id).encode())
-        raw = bytearray(_transfer(KEY_A, B, 10, 1, 0))
+        raw = bytearray(_transfer(KEY_A, B, 10, FEE, 0))
         raw[-1] = 29  # v outside {27, 28}
         with pytest.raises(BadSignature):
             seq.submit(bytes(raw))
@@ -124,8 +126,8 @@ def test_pending_transactions_outlive_the_process_and_leave_when_sealed(tmp_path
     db, seq = _open(tmp_path / "db")
     _confirm_deposit(seq.store, 1, 7, A, 1_000_000)
     seq.seal_once(1000, ORIGIN)
-    first = [seq.submit(_transfer(KEY_A, B, 100 + i, 10, i)) for i in range(3)]
-    bumped = seq.submit(_transfer(KEY_A, B, 101, 20, 1))  # replaces nonce 1
+    first = [seq.submit(_transfer(KEY_A, B, 100 + i, FEE, i)) for i in range(3)]
+    bumped = seq.submit(_transfer(KEY_A, B, 101, 2 * FEE, 1))  # replaces nonce 1
     assert len(seq.store.pending()) == 3
     db.close()  # no clean shutdown: nothing but the mirror carries the mempool over
 
