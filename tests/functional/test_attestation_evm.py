@@ -37,8 +37,8 @@ from btcl2.bridge.attest import (
 from btcl2.bridge.deploy import REGTEST_GENESIS, BridgeConfig, Deployment, deploy_bridge_stack
 from btcl2.bridge.evm import Contract, ContractRevert, EvmClient, account, events_of
 from btcl2.bridge.journal import AttestStatus, RelayerStore
-from btcl2.bridge.relayer import Relayer, RelayerConfig
-from btcl2.bridge.sender import TxSender
+from btcl2.bridge.relayer import RelayerConfig
+from btcl2.bridge.service import RelayerSetup, build_relayer
 from btcl2.bridge.spv import headers_bytes, mint_proof
 from btcl2.core.anchor import AnchorChunk, Codec, Commitment
 from btcl2.core.attestation import (
@@ -353,20 +353,28 @@ def test_relayer_reports_a_conflicting_attested_version(chain: Chain, tmp_path: 
     chain.mine(K - 1)
     store = RelayerStore(Database(tmp_path / "relayer"))
     try:
-        relayer = Relayer(
-            chain.rpc,
+        setup = RelayerSetup(
+            tmp_path,
+            chain.node.url,
+            str(chain.node.cookie_file),
             chain.evm,
             chain.dep.bridge,
-            chain.dep.light_client,
-            TxSender(chain.evm, RELAYER, store),
-            store,
+            None,
+            RELAYER,
+            None,
+            144,
+            60.0,
             RelayerConfig(),
         )
+        relayer = build_relayer(setup, chain.rpc, store)
         relayer.attestations = _Fixed([ConfirmedAttestation(mine_version, record, anchor)])
         assert relayer.submit_attestations()
         got = store.attestation(12)
         assert got is not None and got.status == AttestStatus.CONFLICT, got
         assert "batch hash" in relayer.conflicts[12] and "CONFLICT" in got.reason
+        assert (
+            setup.conflicts is relayer.conflicts
+        )  # what the metric btcl2_relayer_attestation_conflicts counts
         report = journal_report(store.db)
         assert [a["status"] for a in report["attestations"] if a["batch"] == 12] == ["conflict"]
         # The audit reads the Bridge's versions from its events and names the same discrepancy.
