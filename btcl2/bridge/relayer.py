@@ -491,9 +491,8 @@ class Relayer:
     def _attest_refused(self, found: "ConfirmedAttestation", record: AttestRecord, e: ContractRevert) -> None:
         number = found.attestation.batch_number
         if record.status == AttestStatus.CONFLICT:
-            self.store.set_attestation(
-                record
-            )  # the Bridge keeps its version while its anchor is in its chain
+            # The Bridge keeps its version while that version's anchor is on its light client's best chain.
+            self.store.set_attestation(record)
         elif e.name == "BatchAlreadyAttested":
             held = self._held_version(record, found)
             self.store.set_attestation(held if held is not None else record)
@@ -518,6 +517,7 @@ class Relayer:
             if not any(int(e.args["batchNumber"]) == number for e in mine):
                 raise Critical(f"attestation tx 0x{entry.mined_hash.hex()} succeeded without BatchAttested")
             log.info("relayer: batch %d attested on the Bridge in tx 0x%s", number, entry.mined_hash.hex())
+            self.conflicts.pop(number, None)  # a replacement of another version ends its conflict
             return replace(record, status=AttestStatus.ATTESTED, evm_tx=entry.mined_hash, reason="")
         if attested_batch(self.evm, self.bridge, number) is not None:
             # Held by another's transaction: the next pass compares that version with replay's.

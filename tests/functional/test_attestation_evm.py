@@ -392,3 +392,43 @@ def test_relayer_reports_a_conflicting_attested_version(chain: Chain, tmp_path: 
         )
     finally:
         store.db.close()
+
+
+def test_relayer_replaces_a_version_whose_anchor_a_deep_reorg_dropped(chain: Chain, tmp_path: Path) -> None:
+    """The Bridge holds version A of batch 13 while the relayer's replay has version B (anchored a block
+    later): CONFLICT. A reorg deeper than K then drops both blocks and the new branch carries only B: the
+    relayer's next pass has the Bridge replace A with B, records it attested and clears the conflict."""
+    held = _attest(13, b"\x0a" * 32, [0, 1])
+    held_anchor, held_record = chain.publish(held)
+    mine_version = _attest(13, b"\x0b" * 32, [1, 2], version=b"'")
+    anchor, record = chain.publish(mine_version)
+    chain.mine(K - 1)
+    proofs = attestation_proofs(chain.rpc, 13, held_anchor, held_record)
+    assert submit_attestation(chain.evm, chain.dep.bridge, held, proofs, USER).status == 1
+    store = RelayerStore(Database(tmp_path / "relayer"))
+    try:
+        setup = RelayerSetup(
+            tmp_path, chain.node.url, str(chain.node.cookie_file), chain.evm, chain.dep.bridge,
+            None, RELAYER, None, 144, 60.0, RelayerConfig(),
+        )  # fmt: skip
+        relayer = build_relayer(setup, chain.rpc, store)
+        relayer.attestations = _Fixed([ConfirmedAttestation(mine_version, record, anchor)])
+        assert relayer.submit_attestations() and 13 in relayer.conflicts
+        # The reorg: both blocks leave the node's chain; a longer branch mines B's transactions only.
+        old_tip = int(chain.rpc.call("getblockcount"))
+        chain.rpc.call("invalidateblock", chain.rpc.call("getblockhash", held_anchor.height))
+        chain.rpc.call("generateblock", MINER.p2wpkh_address, [anchor.txid, record.txid])
+        for _ in range(old_tip - held_anchor.height + 1):
+            chain.rpc.call("generateblock", MINER.p2wpkh_address, [])
+        chain.sync_headers()
+        assert chain.evm.call(chain.dep.light_client, "confirmations", proofs.anchor.block_hash) == 0
+        moved = (AnchorRef(anchor.txid, held_anchor.height), AnchorRef(record.txid, held_anchor.height))
+        relayer.attestations = _Fixed([ConfirmedAttestation(mine_version, moved[1], moved[0])])
+        assert relayer.submit_attestations()
+        done = store.attestation(13)
+        assert done is not None and done.status == AttestStatus.ATTESTED, done
+        assert 13 not in relayer.conflicts
+        want = (mine_version.batch_hash, mine_version.post_state_root, mine_version.exits_root)
+        assert attested_batch(chain.evm, chain.dep.bridge, 13) == want
+    finally:
+        store.db.close()
