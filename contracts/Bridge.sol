@@ -2,6 +2,7 @@
 pragma solidity ^0.8.24;
 
 import {BitcoinTx} from "./BitcoinTx.sol";
+import {AttestationTx} from "./AttestationTx.sol";
 
 /// @notice What the Bridge reads from the light client.
 interface IBitcoinLightClient {
@@ -109,6 +110,18 @@ contract Bridge {
     error BadExitProof(bytes32 exitId, uint64 batchNumber);
     error ExitAlreadyMinted(bytes32 exitId);
 
+    /// @notice An SPV proof that a Bitcoin transaction is K deep in the light client's best chain, naming one
+    /// of its outputs (submitAttestation: the anchor's commitment output, the attestation record's output).
+    struct TxProof {
+        bytes rawTx; // legacy serialization (no witnesses): its double SHA-256 is the txid
+        bytes32[] merkleProof; // siblings from the txid up, as for mintWithProof
+        bytes32 blockHash; // the block holding it, internal byte order
+        uint256 txIndex; // its position in the block (not 0: the coinbase)
+        uint256 outputIndex; // the output naming the batch
+        bytes coinbaseTx; // the block's coinbase (legacy serialization), proven at index 0 to fix the depth
+        bytes32[] coinbaseProof; // its branch: exactly as long as merkleProof
+    }
+
     /// @notice WBTC minted for the deposit outpoint (btcTxid, vout) proven in blockHash.
     event Minted(bytes32 indexed btcTxid, uint32 vout, address indexed recipient, uint64 amount, bytes32 indexed blockHash);
     /// @notice `from` burnt `amount` WBTC, to be paid on Bitcoin to `script`; `nonce` counts `from`'s burns and
@@ -129,6 +142,9 @@ contract Bridge {
     event BatchAttested(
         uint64 indexed batchNumber, bytes32 batchHash, bytes32 postStateRoot, bytes32 exitsRoot, uint32 signers
     );
+    /// @notice The attestation of `batchNumber` whose anchor was in `staleAnchorBlock` was replaced: that block
+    /// left the light client's best chain, and a K-deep anchor and record of (possibly) another version were proven.
+    event AttestationReplaced(uint64 indexed batchNumber, bytes32 staleBatchHash, bytes32 staleAnchorBlock);
     /// @notice WBTC minted for the L2 exit `exitId` proven against the attested exits root of `batchNumber`.
     event ExitMinted(bytes32 indexed exitId, uint64 indexed batchNumber, address indexed recipient, uint64 amount);
     event Paused(address indexed by);
@@ -201,6 +217,8 @@ contract Bridge {
     mapping(bytes32 => uint256) public adminActionEta;
     /// @notice The attested L2 batches by number (batchHash zero: not attested).
     mapping(uint64 => AttestedBatch) public attestedBatch;
+    /// @notice The Bitcoin block of the anchor proven with each attested batch (internal byte order).
+    mapping(uint64 => bytes32) public attestedAnchorBlock;
     /// @notice Whether the L2 exit (its L2 tx hash) has been minted.
     mapping(bytes32 => bool) public exitMinted;
 
@@ -350,23 +368,62 @@ contract Bridge {
         emit AttestationVerifierSet(verifier);
     }
 
-    /// @notice Record an L2 batch attested by at least M federation signers; anyone may submit.
+    /// @notice Record an L2 batch attested by at least M federation signers; anyone may submit, with SPV
+    /// proofs that the batch's anchor and the attestation record are both K (minConfirmations) deep in the
+    /// light client's best chain (docs/PROTOCOL.md "Attestations", "EVM").
+    /// @dev Checked: each transaction's inclusion and depth, the anchor's commitment output naming (batch number,
+    /// batch hash, post-state root), the record output naming exactly the submitted fields, and the aggregate.
+    /// Not checked: the poster's P2WPKH signature on the first input (the legacy bytes carry no witness, and the
+    /// spent output is not proven); the federation's signature over (batch hash, roots), given only once its
+    /// members' own replays applied the batch K deep, binds the content. An attestation whose anchor block left
+    /// the best chain may be replaced by a proven one (AttestationReplaced); otherwise BatchAlreadyAttested.
     /// @param signers Bitmap of the signers (bit i = attestation key i).
     /// @param signature The aggregate BLS signature, uncompressed G2 (256 bytes, EIP-2537 encoding).
+    /// @param anchor An anchor transaction of the batch (the relayer proves the chunk mined last).
+    /// @param record The attestation transaction carrying this record.
     function submitAttestation(
         uint64 batchNumber,
         bytes32 batchHash,
         bytes32 postStateRoot,
         bytes32 exitsRoot,
         uint32 signers,
-        bytes calldata signature
+        bytes calldata signature,
+        TxProof calldata anchor,
+        TxProof calldata record
     ) external {
         if (address(attestationVerifier) == address(0)) revert NoAttestationVerifier();
-        bytes32 known = attestedBatch[batchNumber].batchHash;
-        if (known != bytes32(0)) revert BatchAlreadyAttested(batchNumber, known);
+        (bytes32 known, bytes32 knownBlock) = _replaceableAttestation(batchNumber);
+        _checkAttestationTxs(batchNumber, [batchHash, postStateRoot, exitsRoot], signers, anchor, record);
         attestationVerifier.verify(batchNumber, batchHash, postStateRoot, exitsRoot, signers, signature);
+        if (known != bytes32(0)) emit AttestationReplaced(batchNumber, known, knownBlock);
         attestedBatch[batchNumber] = AttestedBatch(batchHash, postStateRoot, exitsRoot);
+        attestedAnchorBlock[batchNumber] = anchor.blockHash;
         emit BatchAttested(batchNumber, batchHash, postStateRoot, exitsRoot, signers);
+    }
+
+    /// @dev The attestation held for `batchNumber` (zero: none); reverts BatchAlreadyAttested while its anchor's
+    /// block is on the light client's best chain.
+    function _replaceableAttestation(uint64 batchNumber) private view returns (bytes32 known, bytes32 knownBlock) {
+        known = attestedBatch[batchNumber].batchHash;
+        knownBlock = attestedAnchorBlock[batchNumber];
+        if (known != bytes32(0) && lightClient.confirmations(knownBlock) != 0) {
+            revert BatchAlreadyAttested(batchNumber, known);
+        }
+    }
+
+    /// @dev Both transactions K deep; the anchor's commitment names (number, batch hash, post-state root), the
+    /// record names exactly (number, roots, signers).
+    function _checkAttestationTxs(
+        uint64 batchNumber,
+        bytes32[3] memory roots,
+        uint32 signers,
+        TxProof calldata anchor,
+        TxProof calldata record
+    ) private view {
+        _checkDeepInclusion(anchor);
+        AttestationTx.checkCommitment(anchor.rawTx, anchor.outputIndex, batchNumber, roots[0], roots[1]);
+        _checkDeepInclusion(record);
+        AttestationTx.checkRecord(record.rawTx, record.outputIndex, batchNumber, roots, signers);
     }
 
     /// @notice Mint WBTC for an L2 exit proven against the attested exits root of its batch; anyone may submit,
@@ -456,6 +513,17 @@ contract Bridge {
         emit OwnershipTransferred(owner, msg.sender);
         owner = msg.sender;
         pendingOwner = address(0);
+    }
+
+    /// @dev The transaction of `p` is in a block of the light client's best chain with K confirmations: the
+    /// same depth and inclusion checks as a deposit's (_checkInclusion).
+    function _checkDeepInclusion(TxProof calldata p) private view {
+        uint256 confs = lightClient.confirmations(p.blockHash);
+        if (confs == 0) revert BlockNotInBestChain(p.blockHash);
+        if (confs < minConfirmations) revert InsufficientConfirmations(p.blockHash, confs, minConfirmations);
+        if (p.rawTx.length == 64) revert BitcoinTx.SixtyFourByteTransaction();
+        _checkInclusion(BitcoinTx.sha256d(p.rawTx), p.merkleProof, p.blockHash, p.txIndex);
+        _checkDepth(p.merkleProof.length, p.coinbaseTx, p.coinbaseProof, p.blockHash);
     }
 
     /// @notice Queue an admin call (ABI-encoded call of setMintCap, setGuardian, setPayoutConfirmer,

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from btcl2.audit.attestations import attestation_conflicts, bridge_attestations
 from btcl2.audit.exactly_once import Discrepancy, Findings, judge
 from btcl2.bitcoin.address import network_by_name, script_to_address
 from btcl2.bitcoin.rpc import SyncBitcoinRPC
@@ -253,6 +254,7 @@ def _once(
         paid_outputs=_payout_outputs(scan.payouts),
     )
     discrepancies = judge(findings)
+    discrepancies += attestation_conflicts(bridge_attestations(evm, bridge, ev.block), scan.derived_roots())
     if outcome.divergence is not None:  # withdrawals past the divergence are unknown, not unrequested
         discrepancies = [d for d in discrepancies if d.kind != "paid-unknown"]
     federation = _federation_btc(rpc, params)

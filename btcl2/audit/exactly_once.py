@@ -18,7 +18,7 @@ class Discrepancy:
 
     kind: str
     """credited-twice, minted-twice, credited-on-two-chains, paid-twice, payout-mismatch, paid-unknown,
-    paid-wrong, confirmed-unpaid, conservation, replay."""
+    paid-wrong, confirmed-unpaid, conservation, replay, attestation-conflict (btcl2/audit/attestations.py)."""
     subject: str
     """The outpoint (txid:vout), the withdrawal ("l2:0x…", "evm:0x…"), or the equation."""
     detail: str

@@ -8,6 +8,7 @@ must pass the pairing check.
 """
 
 import dataclasses
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from eth_account.signers.local import LocalAccount
@@ -15,12 +16,15 @@ from eth_typing import BLSPubkey, BLSSignature
 from py_ecc.bls.g2_primitives import pubkey_to_G1, signature_to_G2
 from py_ecc.optimized_bls12_381.optimized_curve import normalize
 
+from btcl2.bitcoin.block import Block
 from btcl2.bitcoin.rpc import SyncBitcoinRPC
 from btcl2.bridge.artifacts import Artifact, load_artifact
 from btcl2.bridge.evm import Contract, EvmClient, Fees, Receipt
-from btcl2.core.attestation import Attestation, check_registration
+from btcl2.bridge.spv import MintProof, NotInBlock, mint_proof
+from btcl2.core.attestation import RECORD_MAGIC, Attestation, check_registration
 from btcl2.core.exits import ExitProof
 from btcl2.core.params import Params
+from btcl2.derive.frames import AnchorRef
 from btcl2.derive.l1 import RpcBlockSource
 from btcl2.derive.pipeline import Derivation
 from btcl2.errors import ReorgDetected, Temporary
@@ -82,8 +86,68 @@ def deploy_attestation_verifier(
     )
 
 
-def attestation_args(att: Attestation) -> list[Any]:
-    """The arguments of Bridge.submitAttestation / AttestationVerifier.verify for a record."""
+def tx_proof_arg(proof: MintProof) -> tuple[Any, ...]:
+    """A proof as the Bridge's TxProof tuple (rawTx, merkleProof, blockHash, txIndex, outputIndex, coinbaseTx,
+    coinbaseProof): the same fields, in the same order, as mintWithProof's arguments."""
+    return proof.args()
+
+
+@dataclass(frozen=True, slots=True)
+class AttestationProofs:
+    """What Bridge.submitAttestation needs besides the record: its anchor and its record, K deep."""
+
+    anchor: MintProof
+    """An anchor transaction of the batch (the relayer proves the chunk mined last)."""
+    record: MintProof
+    """The attestation transaction carrying the record."""
+
+
+COMMITMENT_PREFIX = bytes.fromhex("6a4c72") + b"BL2A\x01"
+"""An anchor commitment output's scriptPubKey starts so (OP_RETURN PUSHDATA1 114, magic, version)."""
+RECORD_PREFIX = bytes.fromhex("6a4cd1") + RECORD_MAGIC + b"\x01"
+"""An attestation record output's scriptPubKey starts so (OP_RETURN PUSHDATA1 209, magic, version)."""
+
+
+def batch_output_proof(block: Block, txid: bytes, prefix: bytes, number_at: int, number: int) -> MintProof:
+    """The proof that transaction `txid` (internal order) is in `block`, naming its first output whose
+    scriptPubKey starts with `prefix` and holds batch `number` (u64 LE) at offset `number_at`; NotInBlock when
+    none does."""
+    tx = next((t for t in block.txs if t.txid == txid), None)
+    if tx is None:
+        raise NotInBlock(f"transaction {txid[::-1].hex()} is not in block {block.hash_hex}")
+    for vout, out in enumerate(tx.vout):
+        spk = out.script_pubkey
+        if spk.startswith(prefix) and int.from_bytes(spk[number_at : number_at + 8], "little") == number:
+            return mint_proof(block, txid, vout)
+    raise NotInBlock(f"transaction {tx.txid_hex} has no output naming batch {number}")
+
+
+def _block_at(node: SyncBitcoinRPC, height: int) -> Block:
+    return Block.decode(bytes.fromhex(node.call("getblock", node.call("getblockhash", height), 0)))
+
+
+def attestation_proofs(
+    node: SyncBitcoinRPC, number: int, anchor: AnchorRef, record: AnchorRef
+) -> AttestationProofs:
+    """The proofs of batch `number`'s anchor transaction and attestation transaction, from the node's blocks
+    at their heights (NotInBlock when a reorg moved them since)."""
+    return AttestationProofs(
+        batch_output_proof(
+            _block_at(node, anchor.height), bytes.fromhex(anchor.txid)[::-1], COMMITMENT_PREFIX, 9, number
+        ),
+        batch_output_proof(
+            _block_at(node, record.height), bytes.fromhex(record.txid)[::-1], RECORD_PREFIX, 8, number
+        ),
+    )
+
+
+def attestation_args(att: Attestation, proofs: AttestationProofs) -> list[Any]:
+    """The arguments of Bridge.submitAttestation for a record and its proofs."""
+    return [*verify_args(att), tx_proof_arg(proofs.anchor), tx_proof_arg(proofs.record)]
+
+
+def verify_args(att: Attestation) -> list[Any]:
+    """The arguments of AttestationVerifier.verify for a record."""
     return [
         att.batch_number,
         att.batch_hash,
@@ -95,11 +159,14 @@ def attestation_args(att: Attestation) -> list[Any]:
 
 
 def submit_attestation(
-    client: EvmClient, bridge: Contract, att: Attestation, sender: LocalAccount
+    client: EvmClient, bridge: Contract, att: Attestation, proofs: AttestationProofs, sender: LocalAccount
 ) -> Receipt:
     """Bridge.submitAttestation; ContractRevert (named, nothing sent) if the Bridge refuses it."""
     return client.transact(
-        bridge_with_verifier_errors(bridge), "submitAttestation", *attestation_args(att), sender=sender
+        bridge_with_verifier_errors(bridge),
+        "submitAttestation",
+        *attestation_args(att, proofs),
+        sender=sender,
     )
 
 
@@ -143,12 +210,29 @@ def has_attestation_verifier(client: EvmClient, bridge: Contract) -> bool:
     return int(str(client.call(bridge, "attestationVerifier")), 16) != 0
 
 
+@dataclass(frozen=True, slots=True)
+class ConfirmedAttestation:
+    """A valid attestation record on Bitcoin and where its batch's anchor and its record are."""
+
+    attestation: Attestation
+    """The record (it names exactly replay's batch hash, post-state root and exits root)."""
+    record: AnchorRef
+    """The attestation transaction (txid display order, height)."""
+    anchor: AnchorRef
+    """The batch's anchor transaction mined last (all its chunks are at least as deep)."""
+
+    @property
+    def txid(self) -> bytes:
+        """The attestation transaction's txid, internal order."""
+        return bytes.fromhex(self.record.txid)[::-1]
+
+
 class AttestationSource(Protocol):
     """Where the relayer learns of batch attestations on Bitcoin."""
 
-    def confirmed(self, min_confirmations: int) -> list[tuple[Attestation, bytes]]:
-        """Valid attestation records with at least `min_confirmations`, one per batch in batch order, each
-        with its Bitcoin txid (internal order)."""
+    def confirmed(self, min_confirmations: int) -> list[ConfirmedAttestation]:
+        """Valid attestation records whose transaction and whose batch's anchors have at least
+        `min_confirmations`, one per batch in batch order."""
         ...
 
 
@@ -163,7 +247,7 @@ class ReplayAttestations:
         self._params = params
         self._from = from_height
         self._tip_hash = ""
-        self._found: list[tuple[Attestation, bytes, int]] = []
+        self._found: list[ConfirmedAttestation] = []
         self._tip = -1
         self._replay: Derivation | None = None
 
@@ -182,9 +266,15 @@ class ReplayAttestations:
             raise Temporary(f"replay for attestations: {exc}") from exc
         report = outcome.attestations
         found = [] if report is None else sorted(report.attested.items())
-        self._found = [(s.attestation, bytes.fromhex(s.txid)[::-1], s.height) for _, s in found]
+        anchors = {b.number: max(b.anchors, key=lambda a: a.height) for b in outcome.applied if b.anchors}
+        self._found = [
+            ConfirmedAttestation(s.attestation, AnchorRef(s.txid, s.height), anchors[n])
+            for n, s in found
+            if n in anchors
+        ]
         self._tip, self._tip_hash = outcome.progress.tip, tip_hash
 
-    def confirmed(self, min_confirmations: int) -> list[tuple[Attestation, bytes]]:
+    def confirmed(self, min_confirmations: int) -> list[ConfirmedAttestation]:
         self._refresh()
-        return [(a, txid) for a, txid, h in self._found if self._tip - h + 1 >= min_confirmations]
+        deep = self._tip + 1 - min_confirmations
+        return [c for c in self._found if c.record.height <= deep and c.anchor.height <= deep]

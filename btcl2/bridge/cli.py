@@ -203,9 +203,12 @@ def relayer_run(
     from btcl2.service_metrics import relayer_gauges, start_standalone
 
     if metrics_port is not None:
-        start_standalone(
-            "relayer", metrics_port, relayer_gauges(bitcoin_rpc, bitcoin_cookie, evm, bridge, light_client)
+        gauges = relayer_gauges(bitcoin_rpc, bitcoin_cookie, evm, bridge, light_client)
+        gauges["btcl2_relayer_attestation_conflicts"] = (
+            "Batches the Bridge holds in another version than this relayer's replay (CONFLICT).",
+            lambda: float(len(setup.conflicts)),
         )
+        start_standalone("relayer", metrics_port, gauges)
     # --- end metrics
     asyncio.run(serve(setup))
 

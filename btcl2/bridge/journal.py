@@ -82,6 +82,10 @@ class AttestStatus(IntEnum):
     """The Bridge refuses the record for good (e.g. BadAggregate): never retried."""
     RETRY = 5
     """Its transaction reverted or was dropped while the Bridge still lacks it: submitted again."""
+    CONFLICT = 6
+    """The Bridge holds ANOTHER version of the batch (batch hash or roots differ from replay's): reported
+    loudly, never taken as done; submitted again each pass (the Bridge replaces a version whose anchor block
+    left its light client's best chain)."""
 
 
 ATTEST_DONE = frozenset({AttestStatus.ATTESTED, AttestStatus.ALREADY_ATTESTED, AttestStatus.REJECTED})

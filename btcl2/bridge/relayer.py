@@ -15,8 +15,10 @@ Each pass, in this order:
      recorded as done, never retried; a deposit the Bridge refuses for good is recorded as rejected;
   5. attestations (when the Bridge has an AttestationVerifier): every batch attestation that replay of
      Bitcoin judges valid and that has K confirmations is submitted (Bridge.submitAttestation), in batch
-     order, journaled like a mint. A batch the Bridge already holds (attestedBatch set, or
-     BatchAlreadyAttested) is recorded as done; a record the Bridge refuses for good as rejected.
+     order, journaled like a mint, with SPV proofs that its anchor and its record are K deep. A batch the
+     Bridge already holds with replay's batch hash and roots is recorded as done; in another version it is a
+     CONFLICT (logged as an error, recorded, in `conflicts`), never done; a record the Bridge refuses for good
+     as rejected.
 
 Only the Bridge's own events are believed: logs are decoded by the Bridge's address, never by their shape.
 The relayer trusts nothing it submits: the contracts check every header and proof themselves.
@@ -60,8 +62,7 @@ from btcl2.watcher.events import DepositConfirmed, DepositLike, DepositReorged, 
 from btcl2.watcher.watcher import Watcher
 
 if TYPE_CHECKING:  # the BLS machinery (py-ecc) is imported only by relayers that submit attestations
-    from btcl2.bridge.attest import AttestationSource
-    from btcl2.core.attestation import Attestation
+    from btcl2.bridge.attest import AttestationSource, ConfirmedAttestation
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ TRANSIENT_REVERTS = frozenset(
     {"BlockNotInBestChain", "InsufficientConfirmations", "MintCapExceeded", "BridgePaused", ""}
 )
 """Mint reverts that may pass later (more headers, a refilled bucket, an unpause): the deposit stays queued."""
-TRANSIENT_ATTEST_REVERTS = frozenset({"BridgePaused", ""})
+TRANSIENT_ATTEST_REVERTS = frozenset({"BridgePaused", "BlockNotInBestChain", "InsufficientConfirmations", ""})
 """submitAttestation reverts that may pass later: the attestation is tried again at the next pass."""
 
 
@@ -143,6 +144,8 @@ class Relayer:
         """Unsettled mint -> the EVM block at which this process first saw it minted."""
         self._attested_seen: dict[int, int] = {}
         """Unsettled attestation (batch number) -> the EVM block at which this process first saw it."""
+        self.conflicts: dict[int, str] = {}
+        """Batch number -> why the Bridge's attested version differs from this relayer's replay (CONFLICT)."""
         wired = str(evm.call(bridge, "lightClient"))
         if wired.lower() != light_client.address.lower():
             raise Critical(f"the Bridge reads light client {wired}, not {light_client.address}")
@@ -418,48 +421,86 @@ class Relayer:
 
     def submit_attestations(self) -> bool:
         """Submit every valid attestation with K confirmations the Bridge lacks, in batch order; stops at a
-        transaction still in flight (False)."""
+        transaction still in flight (False). A batch the Bridge holds in another version is a CONFLICT."""
         if self.attestations is None:
             return True
-        for att, btc_txid in self.attestations.confirmed(self.k):
-            record = self.store.attestation(att.batch_number)
-            if record is not None and record.status in ATTEST_DONE:
+        for found in self.attestations.confirmed(self.k):
+            number = found.attestation.batch_number
+            record = self.store.attestation(number)
+            if record is not None and record.status in ATTEST_DONE and record.btc_txid == found.txid:
                 continue
-            if record is None:
-                record = AttestRecord(att.batch_number, btc_txid, AttestStatus.RETRY)
-            if not self._submit_one(att, record):
+            if record is None or record.btc_txid != found.txid:
+                record = AttestRecord(number, found.txid, AttestStatus.RETRY)
+            if not self._submit_one(found, record):
                 return False
         return True
 
-    def _submit_one(self, att: "Attestation", record: AttestRecord) -> bool:
+    def _submit_one(self, found: "ConfirmedAttestation", record: AttestRecord) -> bool:
         """Try to submit one attestation; False if its transaction is still in flight."""
-        from btcl2.bridge.attest import attestation_args, attested_batch, bridge_with_verifier_errors
+        from btcl2.bridge.attest import attestation_args, attestation_proofs, bridge_with_verifier_errors
+        from btcl2.bridge.spv import NotInBlock
 
-        if attested_batch(self.evm, self.bridge, att.batch_number) is not None:
-            self.store.set_attestation(self._already_attested(record))
+        att = found.attestation
+        held = self._held_version(record, found)
+        if held is not None and held.status == AttestStatus.ALREADY_ATTESTED:
+            self.store.set_attestation(held)
             return True
-        subject = att.batch_number.to_bytes(8, "big")
+        try:
+            proofs = attestation_proofs(self.node, att.batch_number, found.anchor, found.record)
+        except NotInBlock as e:
+            raise Temporary(f"attestation of batch {att.batch_number}: {e}") from e
         try:
             entry = self.sender.prepare(
                 Purpose.ATTEST,
-                subject,
+                att.batch_number.to_bytes(8, "big"),
                 bridge_with_verifier_errors(self.bridge),
                 "submitAttestation",
-                attestation_args(att),
+                attestation_args(att, proofs),
             )
         except ContractRevert as e:
-            if e.name == "BatchAlreadyAttested":
-                self.store.set_attestation(self._already_attested(record))
-            elif e.name in TRANSIENT_ATTEST_REVERTS:
-                log.info("relayer: attestation of batch %d must wait: %s", att.batch_number, e)
-            else:
-                log.warning(
-                    "relayer: the Bridge refuses the attestation of batch %d: %s", att.batch_number, e
-                )
-                self.store.set_attestation(replace(record, status=AttestStatus.REJECTED, reason=e.name))
+            self._attest_refused(found, record if held is None else held, e)
             return True
         log.info("relayer: submitting the attestation of batch %d", att.batch_number)
         return self._send_and_wait(entry, record)
+
+    def _held_version(self, record: AttestRecord, found: "ConfirmedAttestation") -> AttestRecord | None:
+        """What the Bridge already holds for the batch compared with replay's version: ALREADY_ATTESTED
+        (the same), CONFLICT (another; logged, kept in `conflicts`) or None (nothing held)."""
+        from btcl2.bridge.attest import attested_batch
+
+        att = found.attestation
+        held = attested_batch(self.evm, self.bridge, att.batch_number)
+        if held is None:
+            return None
+        mine = (att.batch_hash, att.post_state_root, att.exits_root)
+        if held == mine:
+            self.conflicts.pop(att.batch_number, None)
+            return self._already_attested(record)
+        why = ", ".join(
+            f"{name} {h.hex()} on the Bridge, {m.hex()} in replay"
+            for name, h, m in zip(("batch hash", "post-state root", "exits root"), held, mine, strict=True)
+            if h != m
+        )
+        if self.conflicts.get(att.batch_number) != why:
+            log.error(
+                "relayer: CONFLICT: the Bridge holds another version of batch %d: %s", att.batch_number, why
+            )
+        self.conflicts[att.batch_number] = why
+        return replace(record, status=AttestStatus.CONFLICT, reason=f"CONFLICT: {why}")
+
+    def _attest_refused(self, found: "ConfirmedAttestation", record: AttestRecord, e: ContractRevert) -> None:
+        number = found.attestation.batch_number
+        if record.status == AttestStatus.CONFLICT:
+            # The Bridge keeps its version while that version's anchor is on its light client's best chain.
+            self.store.set_attestation(record)
+        elif e.name == "BatchAlreadyAttested":
+            held = self._held_version(record, found)
+            self.store.set_attestation(held if held is not None else record)
+        elif e.name in TRANSIENT_ATTEST_REVERTS:
+            log.info("relayer: attestation of batch %d must wait: %s", number, e)
+        else:
+            log.warning("relayer: the Bridge refuses the attestation of batch %d: %s", number, e)
+            self.store.set_attestation(replace(record, status=AttestStatus.REJECTED, reason=e.name))
 
     def _attest_outcome(self, resolved: Resolved) -> AttestRecord:
         from btcl2.bridge.attest import attested_batch
@@ -476,9 +517,11 @@ class Relayer:
             if not any(int(e.args["batchNumber"]) == number for e in mine):
                 raise Critical(f"attestation tx 0x{entry.mined_hash.hex()} succeeded without BatchAttested")
             log.info("relayer: batch %d attested on the Bridge in tx 0x%s", number, entry.mined_hash.hex())
+            self.conflicts.pop(number, None)  # a replacement of another version ends its conflict
             return replace(record, status=AttestStatus.ATTESTED, evm_tx=entry.mined_hash, reason="")
         if attested_batch(self.evm, self.bridge, number) is not None:
-            return self._already_attested(record)
+            # Held by another's transaction: the next pass compares that version with replay's.
+            return replace(record, status=AttestStatus.RETRY, reason="held by the Bridge: to compare")
         # Reverted for another reason, or dropped: the next pass simulates it again and says what to do.
         return replace(record, status=AttestStatus.RETRY, reason=entry.note)
 

@@ -54,6 +54,8 @@ class RelayerSetup:
     """Pacing."""
     params: Params = field(default_factory=Params)
     """Rollup parameters: the federation script deposits pay."""
+    conflicts: dict[int, str] = field(default_factory=dict)
+    """Filled by the relayer: batches the Bridge holds in another version than its replay (read by metrics)."""
 
 
 def build_relayer(setup: RelayerSetup, node: SyncBitcoinRPC, store: RelayerStore) -> Relayer:
@@ -65,7 +67,9 @@ def build_relayer(setup: RelayerSetup, node: SyncBitcoinRPC, store: RelayerStore
     if fed != setup.params.federation_script_pubkey:
         raise Critical(f"the Bridge's federation script {fed.hex()} is not the parameters' one")
     sender = TxSender(evm, setup.account, store, stuck_after=setup.stuck_after)
-    return Relayer(node, evm, bridge, light_client, sender, store, setup.config)
+    relayer = Relayer(node, evm, bridge, light_client, sender, store, setup.config)
+    relayer.conflicts = setup.conflicts
+    return relayer
 
 
 async def serve(setup: RelayerSetup) -> None:

@@ -3,7 +3,8 @@ Bitcoin applied that batch with the same batch hash, post-state root and exits r
 
 `POST /attest {"batch", "batchHash", "postStateRoot", "exitsRoot"}` (hashes 0x-hex) answers
 `{"index", "pubkey", "signature"}`, or 409 `{"error", "message"}` with NotReplayed (its replay has not applied
-the batch, or stopped before it) or ReplayMismatch (its replay derived other roots: it never signs those);
+the batch, or stopped before it), NotDeepEnough (its anchor has fewer than K confirmations) or ReplayMismatch
+(its replay derived other roots: it never signs those);
 each refusal is logged with the reason. The signature is deterministic, so answering twice is harmless and
 nothing is recorded.
 """
@@ -27,6 +28,11 @@ class AttestationRefused(InvalidInput):
 
 class NotReplayed(AttestationRefused):
     """Raised when the signer's own replay has not applied the batch (not anchored yet, or replay diverged)."""
+
+
+class NotDeepEnough(AttestationRefused):
+    """Raised when the batch's anchor has fewer than K confirmations: a reorg could still replace that version,
+    and an attestation of it could be put on the Bridge for good."""
 
 
 class ReplayMismatch(AttestationRefused):
@@ -77,6 +83,13 @@ class BatchAttester:
             why = f"; replay diverged at {snap.divergence}" if snap.divergence else ""
             raise NotReplayed(
                 f"batch {number} is not applied by this signer's replay (tip {snap.tip_height}){why}"
+            )
+        anchored = snap.anchor_heights.get(number)
+        confirmations = 0 if anchored is None else snap.tip_height - anchored + 1
+        if confirmations < self._params.k_deposit_confs:
+            raise NotDeepEnough(
+                f"batch {number}: its anchor has {confirmations} confirmations, "
+                f"fewer than K = {self._params.k_deposit_confs}"
             )
         asked = (batch_hash, post_state_root, exits_root)
         for name, got, want in zip(("batch hash", "post-state root", "exits root"), asked, mine, strict=True):

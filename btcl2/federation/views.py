@@ -152,6 +152,8 @@ class L2Snapshot:
     """Why replay stopped matching, when it did (no withdrawal past that point is believed)."""
     roots: dict[int, tuple[bytes, bytes, bytes]] = field(default_factory=dict)
     """Applied batch -> (batch hash, post-state root, exits root), what this member attests."""
+    anchor_heights: dict[int, int] = field(default_factory=dict)
+    """Applied batch -> height of the block that completed its anchor (attested only once K deep)."""
 
 
 class _Replay(Derivation):
@@ -215,6 +217,7 @@ class L2View:
         snap = L2Snapshot(tip_hash, tip, paid=dict(replay.paid), roots=replay.derived_roots())
         state = outcome.state
         for number, anchor_height, refs in replay.batches:
+            snap.anchor_heights[number] = anchor_height
             confirmations = tip - anchor_height + 1
             for ref in refs:
                 snap.batch_of[ref] = number

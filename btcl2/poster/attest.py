@@ -218,7 +218,7 @@ class AttestationPoster:
 
     async def collect_due(self, rpc: BitcoinRPC, anchored: Callable[[int], bool]) -> list[Attestation]:
         """Reconcile the pending transactions, then ask the signers to attest the anchored batches that
-        follow (`anchored(n)`: every chunk of batch n has a confirmation); the aggregated records."""
+        follow (`anchored(n)`: every chunk of batch n has K confirmations); the aggregated records."""
         await self._reconcile(rpc)
         self._collected_at = self._rewinds
         records: list[Attestation] = []

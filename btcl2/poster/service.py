@@ -185,7 +185,7 @@ class Poster:
         """Ask the signers to attest the anchored batches that follow (slow; no lock), then post the records
         under the coin lock."""
         assert self.attester is not None
-        records = await self.attester.collect_due(self.rpc, self._is_anchored)
+        records = await self.attester.collect_due(self.rpc, self._is_attestable)
         if records:
             async with self._coins:
                 rate = await self._fee_rate()
@@ -194,6 +194,11 @@ class Poster:
     def _is_anchored(self, number: int) -> bool:
         """Whether every chunk of batch `number` has at least one confirmation."""
         return number < self.journal.next_batch and self.batch_status(number) in ("anchored", "final")
+
+    def _is_attestable(self, number: int) -> bool:
+        """Whether batch `number`'s anchor is K deep (the signers attest nothing shallower)."""
+        height = self.anchor_height(number) if self._is_anchored(number) else None
+        return height is not None and self.tip - height + 1 >= self.params.k_deposit_confs
 
     def _advance_settled(self) -> None:
         settle = max(self.settings.settle_confs, self.params.f_anchor_confs)

@@ -28,7 +28,12 @@ from btcl2.bitcoin import address
 from btcl2.bitcoin.keys import PrivateKey
 from btcl2.bitcoin.tx import OutPoint, Tx, TxOut
 from btcl2.bridge.anvil import ANVIL_DEV_KEYS, Anvil
-from btcl2.bridge.attest import mint_exit, submit_attestation
+from btcl2.bridge.attest import (
+    ReplayAttestations,
+    attestation_proofs,
+    mint_exit,
+    submit_attestation,
+)
 from btcl2.bridge.deploy import REGTEST_GENESIS, BridgeConfig, deploy_bridge_stack
 from btcl2.bridge.evm import ContractRevert, EvmClient, account
 from btcl2.core import eip712
@@ -225,14 +230,28 @@ def test_exit_attested_replayed_and_minted(flow: Flow) -> None:
     raw = flow.node.call("getrawtransaction", entry["txid"])
     record = next(a for a in decode_attestation_tx(Tx.from_hex(raw)) if a.batch_number == number)
     proof = prove_exit(exit_records(batch, PARAMS.l2_chain_id), bytes.fromhex(tx_hash[2:]))
+    # The Bridge needs the anchor and the record K deep, proven against its light client.
+    mine(flow.node, PARAMS.k_deposit_confs, MINER.p2wpkh_address)
+    found = ReplayAttestations(flow.node.rpc, PARAMS, flow.start).confirmed(PARAMS.k_deposit_confs)
+    mine_version = next(c for c in found if c.attestation.batch_number == number)
+    assert mine_version.attestation == record
+    proofs = attestation_proofs(flow.node.rpc, number, mine_version.anchor, mine_version.record)
+    tip = int(flow.node.rpc.call("getblockcount"))
+    headers = [
+        bytes.fromhex(flow.node.rpc.call("getblockheader", flow.node.rpc.call("getblockhash", h), False))
+        for h in range(1, tip + 1)
+    ]
     with Anvil(log_path=flow.tmp / "anvil.log") as anvil:
         evm = EvmClient(anvil.url)
         config = BridgeConfig.for_params(PARAMS, REGTEST_GENESIS, OWNER.address, OWNER.address)
         dep = deploy_bridge_stack(evm, OWNER, config)
+        for i in range(0, len(headers), 100):
+            evm.transact(dep.light_client, "submitHeaders", b"".join(headers[i : i + 100]), sender=CLAIMER)
+        # Not the record on Bitcoin (other signers): refused before the aggregate is even checked.
         with pytest.raises(ContractRevert) as info:
-            submit_attestation(evm, dep.bridge, replace(record, signers=0b001), CLAIMER)
-        assert info.value.name == "TooFewSigners"
-        assert submit_attestation(evm, dep.bridge, record, CLAIMER).status == 1
+            submit_attestation(evm, dep.bridge, replace(record, signers=0b001), proofs, CLAIMER)
+        assert info.value.name == "NotBatchOutput"
+        assert submit_attestation(evm, dep.bridge, record, proofs, CLAIMER).status == 1
         assert mint_exit(evm, dep.bridge, number, proof, CLAIMER).status == 1
         assert evm.call(dep.wbtc, "balanceOf", RECIPIENT.address) == EXIT_AMOUNT
         with pytest.raises(ContractRevert) as info:

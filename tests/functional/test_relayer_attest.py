@@ -104,7 +104,7 @@ class Stack:
         return int(self.l2.get_transaction(tx_hash)["batch"])
 
     def confirmed(self, number: int, k: int) -> bool:
-        return any(a.batch_number == number for a, _ in self.source.confirmed(k))
+        return any(c.attestation.batch_number == number for c in self.source.confirmed(k))
 
 
 @pytest.fixture(scope="module")
