@@ -389,7 +389,9 @@ def status(
     if found.get("reconcile"):
         lines.append(f"RECONCILE: paid on Bitcoin, but {found['reconcile']}")
     for dead in found.get("dead", []):
-        lines.append(f"dead payout {dead['payout']} ({dead['txid']}): {dead['reason']}")
+        lines.append(
+            f"{dead.get('state', 'dead')} payout {dead['payout']} ({dead['txid']}): {dead['reason']}"
+        )
     emit(as_json, found, lines)
 
 

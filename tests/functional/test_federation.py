@@ -568,6 +568,8 @@ def test_burn_reorged_out_after_its_payout_is_reconciled_not_fatal(stack: Stack)
     assert ("paid-unknown", dave.text) in found and f"{BURN} sats" in found[("paid-unknown", dave.text)]
     assert set(found) == {("paid-unknown", dave.text), ("conservation", "federation BTC")}, found
     assert f"({-BURN:+d})" in found[("conservation", "federation BTC")]  # exactly Dave's gain, no one's loss
+
+
 def _whole_coin_deposit(st: Stack, pool: CoinPool, confs: int) -> tuple[Tx, Tx, str]:
     """A payment of a whole pool coin (50 BTC) to the federation, mined `confs` deep: the federation's
     largest coin. Also returns a conflicting spend of the same pool coin (kept for a reorg) and the
@@ -682,6 +684,59 @@ def test_immature_coinbase_and_shallow_coins_never_spent(stack: Stack, pool: Coi
     first = _broadcast_payout(st, ref)
     assert not {coinbase, shallow} & {i.prevout for i in first.vin}
     _wait(lambda: _paid(st, ref), f"payout of {ref.text}", st.node)
+
+
+def _stop_signer(st: Stack, i: int) -> None:
+    proc = st.signers[i - 1]
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_vanished_burn_in_an_unsigned_payout_wedges_nothing(stack: Stack) -> None:
+    """Erin's and Dave's burns are final; the coordinator proposes one payout of both and signer 2 signs it,
+    but signer 3 is down, so it is never broadcast. An EVM reorg deeper than the finality depth then removes
+    Dave's burn: every signer refuses the payout (UnknownWithdrawal). The coordinator abandons it and pays
+    Erin from a replacement that spends its input, which signer 2 signs although it signed the first one
+    (the two conflict: at most one can confirm). Dave is never paid, Erin once, and later burns too."""
+    st = stack
+    _stop_coordinator(st)
+    erin_dest, dave_dest = new_key(), new_key()
+    st.evm.transact(st.dep.wbtc, "transfer", ERIN.address, BURN, sender=USER)
+    erin, _ = _burn_ref(st, BURN, erin_dest.p2wpkh_script, sender=ERIN)
+    dave, burn_block = _burn_ref(st, 2 * BURN, dave_dest.p2wpkh_script)
+    _evm_finalize(st)
+    _stop_signer(st, 1)  # down since test_one_signer_down_still_paid; signer 2 alone signs
+    _stop_signer(st, 3)
+    _start_coordinator(st)
+    _wait(lambda: (_status(st, erin) or {}).get("signatures") == 1, "signer 2's signature")
+    first = _status(st, erin)
+    assert first is not None and first["status"] == "signing"
+    assert (_status(st, dave) or {}).get("payout") == first["payout"]
+    _stop_coordinator(st)
+    st.evm.rpc("anvil_reorg", st.evm.block_number() - burn_block + 1, [])
+    assert st.evm.call(st.dep.bridge, "withdrawalHash", dave.id) == bytes(32)
+    _restart_signer(st, 3, wipe=False)
+    proc = _start_coordinator(st, "coordinator.abandoned")  # killed right after journaling the abandonment
+    _wait(lambda: proc.poll() is not None, "the abandonment", st.node)
+    assert proc.returncode == FAILPOINT_EXIT_CODE
+    _start_coordinator(st)
+    st.burns.append(erin)
+    _wait(lambda: _paid(st, erin), f"payout of Erin's {erin.text}", st.node)
+    status = _status(st, erin)
+    assert status is not None and status["payout"] != first["payout"]
+    (abandoned,) = status["dead"]
+    assert abandoned["state"] == "abandoned" and dave.text in abandoned["reason"], abandoned
+    assert "UnknownWithdrawal" in abandoned["reason"], abandoned
+    dave_status = _status(st, dave)
+    assert dave_status is not None and dave_status["status"] == "abandoned", dave_status
+    payouts = _payouts_of(st)
+    assert dave not in payouts and len(payouts[erin]) == 1
+    assert TxOut(BURN, erin_dest.p2wpkh_script) in payouts[erin][0].vout
+    later = _burn(st)
+    _wait(lambda: _paid(st, later), f"payout of {later.text} after the abandonment", st.node)
+    # Signer 1 is down: the replacement had signer 2's signature, given after it signed the first payout.
+    assert "supersedes payout" in (st.tmp / "signer2.log").read_text()
 
 
 def test_no_withdrawal_paid_twice(stack: Stack) -> None:
