@@ -29,6 +29,8 @@ from btcl2.federation.payout import (
     WithdrawalRef,
     decode_tag,
     min_change,
+    paid_total,
+    paid_value,
 )
 from btcl2.federation.store import SignedPayout
 from btcl2.federation.views import COINBASE_MATURITY, L2Snapshot, Utxo, spendable_depth
@@ -110,7 +112,7 @@ def check_inputs(p: ParsedPayout, views: Views, params: Params, policy: SignerPo
             need = max(depth, COINBASE_MATURITY) if utxo.coinbase else depth
             kind = "coinbase output" if utxo.coinbase else "output"
             raise ShallowInput(f"input {where} is a {kind} with {utxo.confirmations} of {need} confirmations")
-    payouts = sum(i.amount for i in p.items)
+    payouts = paid_total(p.items, params)
     # Deterministic selection stops at the first coin that covers everything: no input may be spare.
     if len(p.amounts) > 1 and sum(p.amounts) - min(p.amounts) >= payouts + p.fee + min_change(params):
         raise NotCanonical("the payout spends more federation outputs than it needs")
@@ -149,7 +151,11 @@ def check_withdrawals(p: ParsedPayout, views: Views, params: Params) -> None:
                 f"{ref.text} names script {known.script.hex()}, the payout pays {item.script.hex()}"
             )
         if item.amount != known.amount:
-            raise WrongPayout(f"{ref.text} is owed {known.amount} sats, the payout pays {item.amount}")
+            raise WrongPayout(
+                f"{ref.text} requested {known.amount} sats, so its output is {paid_value(known.amount, params)} "
+                f"(less the {params.withdrawal_fee_sats} withdrawal fee); the payout pays "
+                f"{paid_value(item.amount, params)}"
+            )
         # Paid is what Bitcoin shows (a payout tagged with the ref in this signer's own chain), never the
         # Bridge's payoutTxid: that is the confirmer's hint, and believing it would let one key freeze any burn.
         paid_by = snap.paid.get(ref)

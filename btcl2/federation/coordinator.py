@@ -48,6 +48,7 @@ from btcl2.federation.payout import (
     finalize,
     input_sighash,
     min_change,
+    paid_total,
     select_coins,
 )
 from btcl2.federation.store import (
@@ -108,6 +109,9 @@ class Coordinator:
         out = []
         for ref, item in known.items():
             if self.store.paid(ref) is not None or ref in snap.paid:
+                continue
+            if item.amount < self.params.min_withdrawal_sats:  # a Bridge deployed with a lower minimum
+                log.warning("%s: %d sats is below min_withdrawal_sats, never paid", ref.text, item.amount)
                 continue
             out.append(item)
         out.sort(key=lambda i: i.ref.encode())
@@ -327,7 +331,7 @@ class Coordinator:
         n = len(entry.items)
         vsize = estimate_vsize(len(old.tx.vin), old.tx.vout, self.params)
         fee = min(max(old.fee + vsize, old.fee * 3 // 2), self.config.max_fee_rate * vsize)
-        change = sum(entry.amounts) - sum(i.amount for i in entry.items) - fee
+        change = sum(entry.amounts) - paid_total(entry.items, self.params) - fee
         if fee <= old.fee or change < 0:
             log.warning("payout %d: cannot bump the fee further", entry.number)
             return

@@ -124,6 +124,8 @@ def test_refusals(setup: tuple[Signer, FakeViews]) -> None:
     cases: list[tuple[type[Exception], Tx, list[int]]] = [
         (WrongPayout, _with_output(tx, 0, TxOut(L2_ITEM.amount, stranger)), amounts),
         (WrongPayout, _with_output(tx, 0, TxOut(2 * L2_ITEM.amount, L2_ITEM.script)), amounts),
+        # The full amount, the withdrawal fee not kept: the federation would pay the Bitcoin fee from what it owes.
+        (WrongPayout, _with_output(tx, 0, TxOut(L2_ITEM.amount, L2_ITEM.script)), amounts),
         (
             UnknownWithdrawal,
             payout([replace(L2_ITEM, ref=WithdrawalRef(WithdrawalKind.L2, b"\x22" * 32))])[0],
