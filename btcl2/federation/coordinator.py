@@ -454,6 +454,8 @@ class Coordinator:
         """requested / signed k/M / broadcast / confirmed, with the Bitcoin txid; None when unknown."""
         m = self.params.federation_m
         entry = self.store.payout_of(ref)
+        if entry is not None and entry.state == ABANDONED and ref.text in entry.vanished:
+            entry = None if ref in self.pending_refs else entry  # it came back: requested again
         if entry is None:
             if ref in self.pending_refs:
                 return {"id": ref.text, "status": "requested", "signatures": 0, "m": m, "txid": None}
