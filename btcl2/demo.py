@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from btcl2.bitcoin.tx import COIN
+from btcl2.core.params import Params
 
 TIMEOUT = 180.0
 """Seconds any single wait of the scenario may take."""
@@ -27,6 +28,7 @@ FUND, TO_L2, TO_EVM = 2 * COIN, COIN, COIN // 2
 AB, BC, AC = 30_000_000, 10_000_000, 20_000_000
 """Transfers alice -> bob, bob -> carol, alice -> carol."""
 W_L2, W_EVM = 15_000_000, 20_000_000
+WITHDRAWAL_FEE = Params().withdrawal_fee_sats
 """carol withdraws from the L2, dave from the EVM."""
 
 
@@ -254,8 +256,8 @@ class Scenario:
             ("l2", "carol"): BC + AC - W_L2 - FEE,
             ("l2", "fees"): 4 * FEE,
             ("btc", "alice"): self.alice_btc_expected,
-            ("btc", "carol"): W_L2,
-            ("btc", "dave"): W_EVM,
+            ("btc", "carol"): W_L2 - WITHDRAWAL_FEE,  # the federation keeps the withdrawal fee
+            ("btc", "dave"): W_EVM - WITHDRAWAL_FEE,
             ("wbtc", "dave"): TO_EVM - W_EVM,
             ("wbtc", "supply"): TO_EVM - W_EVM,
         }
@@ -269,7 +271,7 @@ class Scenario:
         out.audit = report
         out.wbtc["dave"], out.wbtc["supply"] = report_wbtc(self.cli, out.users["dave"]["l2_address"])
         out.btc["federation"] = report.federation_btc
-        out.expected[("btc", "federation")] = TO_L2 + TO_EVM - W_L2 - W_EVM - report.payout_fees
+        out.expected[("btc", "federation")] = TO_L2 + TO_EVM - W_L2 - W_EVM + report.fee_term
         for (chain, name), want in out.expected.items():
             got = getattr(out, chain)[name]
             self.check(f"{chain} balance of {name}: {_btc(got)} == {_btc(want)}", got == want)

@@ -84,6 +84,7 @@ def report_json(report: AuditReport) -> dict[str, Any]:
         "holds": report.holds,
         "terms": {label: value for label, value in report.rows()},
         "owed": report.owed,
+        "fee_term": report.fee_term,
         "bitcoin_height": report.bitcoin_height,
         "evm_block": report.evm_block,
         "l2_root": report.l2_root,

@@ -3,7 +3,8 @@ chains themselves (DESIGN.md, invariant 1), and the exactly-once facts the same 
 
     federation BTC = L2 balances + WBTC total supply + withdrawals requested and not yet paid
                      + L2 exits to the EVM not yet minted
-                     - Bitcoin fees of payouts (the federation pays them from its change)
+                     + fees accounted: withdrawal fees kept (withdrawal_fee_sats per payout output)
+                       - Bitcoin fees of payouts (the federation pays them from its change); never negative
                      + deposits not credited on either chain (in flight, or rejected and unclaimed)
 
 Each term has its own source: the federation's coins from the node's UTXO set (scantxoutset); L2
@@ -73,6 +74,13 @@ class AuditReport:
     """The replay's first divergence, when there is one."""
     deposits_credited: int = 0
     """Deposits credited on the L2 plus minted on the EVM (count)."""
+    withdrawal_fees: int = 0
+    """Withdrawal fees the federation kept: `withdrawal_fee_sats` for every payout output found."""
+
+    @property
+    def fee_term(self) -> int:
+        """Fees accounted: withdrawal fees kept less the payouts' Bitcoin fees (must not be negative)."""
+        return self.withdrawal_fees - self.payout_fees
 
     @property
     def owed(self) -> int:
@@ -83,7 +91,7 @@ class AuditReport:
             + self.pending_l2
             + self.pending_evm
             + self.pending_exits
-            - self.payout_fees
+            + self.fee_term
             + self.uncredited
         )
 
@@ -102,6 +110,15 @@ class AuditReport:
                     f"holds {self.federation_btc} sats, owes {self.owed} sats ({diff:+d})",
                 )
             )
+        if self.fee_term < 0:
+            out.append(
+                Discrepancy(
+                    "fee-deficit",
+                    "federation BTC",
+                    f"payouts paid {self.payout_fees} sats of Bitcoin fees, withdrawals paid only "
+                    f"{self.withdrawal_fees}: the federation pays the difference from what it owes",
+                )
+            )
         return out + list(self.exactly_once)
 
     @property
@@ -118,7 +135,8 @@ class AuditReport:
             ("L2 withdrawals not yet paid", self.pending_l2),
             ("EVM burns not yet paid", self.pending_evm),
             ("L2 exits not yet minted", self.pending_exits),
-            ("fees accounted (payout fees)", -self.payout_fees),
+            ("withdrawal fees kept", self.withdrawal_fees),
+            ("payout fees paid", -self.payout_fees),
             ("deposits not yet credited", self.uncredited),
         ]
 
@@ -252,6 +270,7 @@ def _once(
         requested=frozenset(l2_refs) | frozenset(ev.burns),
         owed={**l2_owed, **ev.burns},
         paid_outputs=_payout_outputs(scan.payouts),
+        withdrawal_fee=params.withdrawal_fee_sats,
     )
     discrepancies = judge(findings)
     discrepancies += attestation_conflicts(bridge_attestations(evm, bridge, ev.block), scan.derived_roots())
@@ -269,6 +288,7 @@ def _once(
         pending_evm=sum(amount for ref, (amount, _) in ev.burns.items() if ref not in paid),
         pending_exits=max(0, int(getattr(state, "exited", 0)) - ev.exit_minted),
         payout_fees=fees,
+        withdrawal_fees=params.withdrawal_fee_sats * sum(len(refs) for _, refs in scan.payouts),
         uncredited=uncredited,
         paid=len(paid),
         l2_root=state.root.hex(),

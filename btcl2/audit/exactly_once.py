@@ -46,6 +46,8 @@ class Findings:
     """(amount, script) each requested withdrawal is owed, where known."""
     paid_outputs: tuple[tuple[str, WithdrawalRef, int, bytes], ...] = ()
     """(payout txid hex, withdrawal, amount, script) of every payout output on Bitcoin's best chain."""
+    withdrawal_fee: int = 0
+    """What the federation keeps of each withdrawal: an output pays the amount owed less this."""
 
 
 def _twice(items: Iterable[OutPoint]) -> list[OutPoint]:
@@ -93,9 +95,15 @@ def _paid_outputs(found: Findings) -> list[Discrepancy]:
         owed = found.owed.get(ref)
         if ref not in found.requested:
             out.append(Discrepancy("paid-unknown", ref.text, f"paid {paid}, but no chain requests it"))
-        elif owed is not None and owed != (amount, script):
+        elif owed is not None and owed != (amount + found.withdrawal_fee, script):
+            due = owed[0] - found.withdrawal_fee
             out.append(
-                Discrepancy("paid-wrong", ref.text, f"paid {paid}, owed {owed[0]} sats to {owed[1].hex()}")
+                Discrepancy(
+                    "paid-wrong",
+                    ref.text,
+                    f"paid {paid}, owed {due} sats ({owed[0]} less the {found.withdrawal_fee} withdrawal "
+                    f"fee) to {owed[1].hex()}",
+                )
             )
     for txid, refs in found.payouts:  # payouts whose outputs were not itemised
         for ref in refs:

@@ -56,6 +56,16 @@ DEVNET_ATTESTATION_POPS: tuple[bytes, ...] = (
 """Proofs of possession (G2, compressed) of the devnet attestation keys, same order."""
 
 
+MAX_DUST_SATS = 546
+"""The highest dust threshold of a standard output script (P2PKH at Core's default 3 sat/vB dust relay fee)."""
+WITHDRAWAL_VBYTES = 250
+"""A withdrawal's share of a payout, sized for one output per withdrawal and at most one input each:
+a 2-of-3 P2WSH input (~105 vB) + its output (<= 43 vB) + its 33-byte tag ref + a share of the overhead,
+change and tag (one withdrawal alone: 240 vB measured)."""
+MAX_PAYOUT_FEE_RATE = 10
+"""sat/vB the devnet `withdrawal_fee_sats` covers (the coordinator's default rate is 2, bumps go higher)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Params:
     """Rollup parameters; the defaults are the devnet's."""
@@ -71,7 +81,11 @@ class Params:
     min_deposit_sats: int = 10_000
     """Deposits paying the federation less than this are never credited (they stay unclaimed)."""
     min_withdrawal_sats: int = 10_000
-    """Smallest withdrawal amount, so that every payout output is above Bitcoin's dust limit."""
+    """Smallest withdrawal amount, so that every payout output (the amount less `withdrawal_fee_sats`) is
+    above Bitcoin's dust limit: it must exceed the fee plus MAX_DUST_SATS."""
+    withdrawal_fee_sats: int = 2_500
+    """Kept by the federation from every withdrawal (L2 and EVM) to pay the payout's Bitcoin fee: the payout
+    output is `amount - withdrawal_fee_sats`. Devnet: WITHDRAWAL_VBYTES vbytes at MAX_PAYOUT_FEE_RATE."""
     max_l1_origin_lag: int = 12
     """A batch's L1 origin height may be at most this many blocks below the Bitcoin tip it was checked at."""
     max_batch_txs: int = 10_000
@@ -92,6 +106,15 @@ class Params:
     """Each key's proof of possession (96-byte compressed G2), same order; checked before a key is used."""
     attestation_m: int = 2
     """How many attesting signers a batch attestation needs."""
+
+    def __post_init__(self) -> None:
+        if self.withdrawal_fee_sats < 0:
+            raise InvalidParams("params.withdrawal_fee_sats must not be negative")
+        if self.min_withdrawal_sats <= self.withdrawal_fee_sats + MAX_DUST_SATS:
+            raise InvalidParams(
+                f"params.min_withdrawal_sats ({self.min_withdrawal_sats}) must exceed withdrawal_fee_sats "
+                f"({self.withdrawal_fee_sats}) + {MAX_DUST_SATS} (dust), or a payout output could be dust"
+            )
 
     @property
     def federation_script(self) -> bytes:

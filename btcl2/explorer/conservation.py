@@ -3,7 +3,7 @@ Bitcoin node and the sequencer's own state (DESIGN.md, invariant 1).
 
     federation BTC = L2 balances + L2 withdrawals not yet paid + deposits not credited
                      + EVM side (deposits tagged for the EVM - EVM withdrawals paid)
-                     - payout fees
+                     + withdrawal fees kept (withdrawal_fee_sats per payout output) - payout fees
 
 The EVM side is what Bitcoin says the EVM owes (WBTC supply plus unpaid burns); comparing it with the
 token's totalSupply needs the EVM and is the full audit's job. Blocks are scanned from the sequencer's
@@ -98,10 +98,11 @@ class Conservation:
         blocks = [self._blocks[h] for h in sorted(self._blocks)]
         fed = {op: v for b in blocks for op, v in b.fed_outputs.items()}
         paid: set[WithdrawalRef] = set()
-        outflow = fees = 0
+        outflow = fees = outputs = 0
         for b in blocks:
             for tx, refs in b.payouts:
                 paid.update(refs)
+                outputs += len(refs)
                 inputs = sum([await self._input_value(fed, i.prevout) for i in tx.vin])
                 change = sum(
                     o.value for o in tx.vout if o.script_pubkey == self.params.federation_script_pubkey
@@ -122,14 +123,15 @@ class Conservation:
                 l2_paid += record.amount
             else:
                 unpaid += record.amount
-        evm_side = evm_in - (outflow - fees - l2_paid)
+        kept = outputs * self.params.withdrawal_fee_sats  # each payout output is its amount less this
+        evm_side = evm_in - (outflow - fees + kept - l2_paid)
         address = script_to_address(
             self.params.federation_script_pubkey, network_by_name(self.params.network)
         )
         utxos = await self.bitcoin("scantxoutset", "start", [f"addr({address})"])
         federation = int(Decimal(str(utxos["total_amount"])) * COIN)
         balances = state.total_balances()
-        owed = balances + unpaid + uncredited + evm_side - fees
+        owed = balances + unpaid + uncredited + evm_side + kept - fees
         return {
             "bitcoinHeight": tip,
             "headBatch": None if state.head is None else state.head.number,
@@ -140,9 +142,10 @@ class Conservation:
                 "l2WithdrawalsUnpaid": unpaid,
                 "depositsNotCredited": uncredited,
                 "evmSide": evm_side,
+                "withdrawalFees": kept,
                 "payoutFees": -fees,
             },
             "owed": owed,
             "withdrawalsPaid": len(paid),
-            "holds": federation == owed,
+            "holds": federation == owed and kept >= fees,
         }

@@ -22,7 +22,16 @@ from btcl2.federation.errors import (
     UnknownWithdrawal,
     WrongPayout,
 )
-from btcl2.federation.payout import ParsedPayout, PayoutItem, WithdrawalKind, WithdrawalRef, min_change
+from btcl2.federation.payout import (
+    ParsedPayout,
+    PayoutItem,
+    WithdrawalKind,
+    WithdrawalRef,
+    decode_tag,
+    min_change,
+    paid_total,
+    paid_value,
+)
 from btcl2.federation.store import SignedPayout
 from btcl2.federation.views import COINBASE_MATURITY, L2Snapshot, Utxo, spendable_depth
 
@@ -67,6 +76,8 @@ class Records(Protocol):
 
     def by_input(self, outpoint: OutPoint) -> bytes | None: ...
 
+    def supersedes(self, txid: bytes) -> tuple[bytes, ...]: ...
+
 
 def check_fee(p: ParsedPayout, policy: SignerPolicy) -> None:
     """Relay minimum <= fee rate <= max_fee_rate, fee <= max_fee_sats."""
@@ -101,7 +112,7 @@ def check_inputs(p: ParsedPayout, views: Views, params: Params, policy: SignerPo
             need = max(depth, COINBASE_MATURITY) if utxo.coinbase else depth
             kind = "coinbase output" if utxo.coinbase else "output"
             raise ShallowInput(f"input {where} is a {kind} with {utxo.confirmations} of {need} confirmations")
-    payouts = sum(i.amount for i in p.items)
+    payouts = paid_total(p.items, params)
     # Deterministic selection stops at the first coin that covers everything: no input may be spare.
     if len(p.amounts) > 1 and sum(p.amounts) - min(p.amounts) >= payouts + p.fee + min_change(params):
         raise NotCanonical("the payout spends more federation outputs than it needs")
@@ -140,7 +151,11 @@ def check_withdrawals(p: ParsedPayout, views: Views, params: Params) -> None:
                 f"{ref.text} names script {known.script.hex()}, the payout pays {item.script.hex()}"
             )
         if item.amount != known.amount:
-            raise WrongPayout(f"{ref.text} is owed {known.amount} sats, the payout pays {item.amount}")
+            raise WrongPayout(
+                f"{ref.text} requested {known.amount} sats, so its output is {paid_value(known.amount, params)} "
+                f"(less the {params.withdrawal_fee_sats} withdrawal fee); the payout pays "
+                f"{paid_value(item.amount, params)}"
+            )
         # Paid is what Bitcoin shows (a payout tagged with the ref in this signer's own chain), never the
         # Bridge's payoutTxid: that is the confirmer's hint, and believing it would let one key freeze any burn.
         paid_by = snap.paid.get(ref)
@@ -155,44 +170,56 @@ def _is_replacement(p: ParsedPayout, old: SignedPayout) -> bool:
     return same_inputs and old.tx.vout[:n] == p.tx.vout[:n] and old.tx.vout[-1] == p.tx.vout[-1]
 
 
+def _lineage(records: Records, direct: set[bytes]) -> dict[bytes, SignedPayout]:
+    """The payouts signed before for these txids and, through the recorded `supersedes` links, every
+    payout each of them superseded (fee bumps, conflicting replacements, rebuilds of dead payouts)."""
+    found: dict[bytes, SignedPayout] = {}
+    todo = sorted(direct)
+    while todo:
+        txid = todo.pop()
+        if txid in found:
+            continue
+        old = records.signed(txid)
+        if old is None:
+            raise ConflictingPayout(f"record of payout {txid[::-1].hex()} is missing")
+        found[txid] = old
+        todo.extend(t for t in records.supersedes(txid) if t not in found)
+    return found
+
+
 def check_history(
     p: ParsedPayout, records: Records, prove_dead: Callable[[SignedPayout], str | None]
 ) -> tuple[bytes, ...]:
-    """Never a second live transaction for a withdrawal or input: only the same one, an RBF replacement of
-    it, or a rebuild of payouts that are provably dead.
+    """Never two transactions that could both confirm and pay one withdrawal twice.
 
-    A replacement spends exactly the same inputs, pays exactly the same outputs to the same withdrawals,
-    and pays a higher fee (a smaller change). Any other transaction is signed only when `prove_dead` (the
-    signer's own node, btcl2.federation.death) shows every payout signed before for its withdrawals or
-    inputs can never confirm. Returns the txids of those dead predecessors (empty otherwise).
+    Every payout signed before for a withdrawal or an input of `p`, and every payout those superseded
+    (`_lineage`), must either conflict with `p` (spend one of its inputs: at most one of the two can ever
+    confirm), pay none of its withdrawals, or be provably dead on the signer's own node (`prove_dead`,
+    btcl2.federation.death). An RBF replacement (same inputs and payout outputs) must pay a higher fee.
+    Returns the txids signed before for its withdrawals or inputs: the payouts `p` supersedes, recorded
+    so that a later payout is checked against the whole line (empty when there were none).
     """
     txid = p.tx.txid
     if records.signed(txid) is not None:
         return ()  # signing the very same transaction again adds no spend
-    prior = {records.by_ref(i.ref) for i in p.items} | {records.by_input(t.prevout) for t in p.tx.vin}
-    prior.discard(None)
-    if not prior:
-        return ()
-    olds: dict[bytes, SignedPayout] = {}
-    for old_txid in sorted(t for t in prior if t is not None):
-        old = records.signed(old_txid)
-        if old is None:
-            raise ConflictingPayout(f"record of payout {old_txid[::-1].hex()} is missing")
-        olds[old_txid] = old
-    if len(olds) == 1:
-        ((old_txid, old),) = olds.items()
-        if _is_replacement(p, old):
-            if p.fee <= old.fee:
-                raise ConflictingPayout(
-                    f"replacement of {old_txid[::-1].hex()} must pay more than its fee {old.fee}, pays {p.fee}"
-                )
-            return ()
-    for old_txid, old in olds.items():
-        reason = prove_dead(old)
-        if reason is None:
+    direct = {records.by_ref(i.ref) for i in p.items} | {records.by_input(t.prevout) for t in p.tx.vin}
+    direct.discard(None)
+    known = {t for t in direct if t is not None}
+    inputs = {t.prevout for t in p.tx.vin}
+    refs = {i.ref for i in p.items}
+    for old_txid, old in sorted(_lineage(records, known).items()):
+        if _is_replacement(p, old) and p.fee <= old.fee:
             raise ConflictingPayout(
-                f"payout {old_txid[::-1].hex()} was signed for these withdrawals or inputs; this transaction "
-                "is neither an RBF replacement of it (same inputs and outputs) nor a rebuild after its death "
-                "(a conflicting spend at least K blocks deep on this signer's node)"
+                f"replacement of {old_txid[::-1].hex()} must pay more than its fee {old.fee}, pays {p.fee}"
             )
-    return tuple(olds)
+        if inputs & {t.prevout for t in old.tx.vin} or not refs & set(
+            decode_tag(old.tx.vout[-1].script_pubkey) or ()
+        ):
+            continue
+        if prove_dead(old) is None:
+            raise ConflictingPayout(
+                f"payout {old_txid[::-1].hex()} was signed for these withdrawals; this transaction spends "
+                "none of its inputs (so both could confirm) and it is not provably dead (a conflicting spend "
+                "at least K blocks deep on this signer's node)"
+            )
+    return tuple(sorted(known))

@@ -276,14 +276,27 @@ def withdraw(
         if evm_rpc is None or bridge is None:
             fail("--from evm needs --evm-rpc and --bridge")
         ref = WithdrawalRef.evm(_burn_evm(secret, value, script, evm_rpc, bridge))
+    from btcl2.core.params import Params
+    from btcl2.federation.payout import paid_value
+
+    params = Params()  # the protocol's withdrawal fee (docs/PROTOCOL.md, "Parameters")
+    receive = paid_value(value, params)
     data = {
         "id": ref.text,
         "from": source,
         "amount_sats": value,
+        "withdrawal_fee_sats": params.withdrawal_fee_sats,
+        "receive_sats": receive,
         "btc_address": btc_address,
         "status": "requested",
     }
-    emit(as_json, data, [ref.text, f"requested: {format_btc(value)} BTC to {btc_address}"])
+    lines = [
+        ref.text,
+        f"requested: {format_btc(value)} BTC to {btc_address}",
+        f"withdrawal fee (the payout's Bitcoin fee): {format_btc(params.withdrawal_fee_sats)} BTC; "
+        f"you receive {format_btc(receive)} BTC",
+    ]
+    emit(as_json, data, lines)
 
 
 def fetch_status(coordinator_url: str, ref: WithdrawalRef) -> dict[str, Any] | None:
@@ -386,7 +399,9 @@ def status(
     if found.get("reconcile"):
         lines.append(f"RECONCILE: paid on Bitcoin, but {found['reconcile']}")
     for dead in found.get("dead", []):
-        lines.append(f"dead payout {dead['payout']} ({dead['txid']}): {dead['reason']}")
+        lines.append(
+            f"{dead.get('state', 'dead')} payout {dead['payout']} ({dead['txid']}): {dead['reason']}"
+        )
     emit(as_json, found, lines)
 
 

@@ -8,12 +8,16 @@ rebroadcast is harmless, and confirmPayout is checked against the Bridge before 
 payout that is rebuilt is a dead one: when an input of the payout in flight is gone and a conflicting
 spend at least K deep proves it can never confirm (btcl2.federation.death), the entry is journaled DEAD
 with the reason, then its withdrawals are journaled into a new payout from other coins (one write), which
-signers accept only after proving the death on their own nodes. The coordinator holds no key of the
-multisig and is trusted with nothing: a payout it builds wrongly is refused by the signers.
+signers accept only after proving the death on their own nodes. A payout never broadcast that signers
+refuse because a withdrawal is unknown, and that the coordinator's own final view no longer holds (an EVM
+reorg deeper than the finality depth), is journaled ABANDONED and its other withdrawals are journaled into
+a replacement that spends one of its inputs, so that at most one of the two can ever confirm. The
+coordinator holds no key of the multisig and is trusted with nothing: a payout it builds wrongly is
+refused by the signers.
 
 Named failpoints (`btcl2/failpoints.py`, `BTCL2_FAILPOINT=<name>` kills the process there, for crash tests):
 `coordinator.proposed`, `.signed`, `.broadcast`, `.confirmed`, `.evm_confirmed`, `.done`, `.dead`,
-`.rebuilt`.
+`.rebuilt`, `.abandoned`.
 """
 
 import asyncio
@@ -26,7 +30,7 @@ from aiohttp import web
 
 from btcl2.bitcoin.keys import verify_ecdsa
 from btcl2.bitcoin.rpc import RPCError, SyncBitcoinRPC
-from btcl2.bitcoin.tx import Tx, TxOut
+from btcl2.bitcoin.tx import OutPoint, Tx, TxOut
 from btcl2.bridge.evm import ContractRevert, EvmClient, account
 from btcl2.errors import BtcL2Error, Critical, Temporary
 from btcl2.failpoints import failpoint
@@ -34,7 +38,7 @@ from btcl2.federation.checks import input_depth
 from btcl2.federation.client import post_to_signer
 from btcl2.federation.config import CoordinatorConfig, SignerEndpoint
 from btcl2.federation.death import PayoutOrigins, prove_dead, read_origins
-from btcl2.federation.errors import SignerUnavailable
+from btcl2.federation.errors import InsufficientFunds, SignerUnavailable
 from btcl2.federation.payout import (
     PayoutItem,
     WithdrawalKind,
@@ -44,14 +48,17 @@ from btcl2.federation.payout import (
     finalize,
     input_sighash,
     min_change,
+    paid_total,
     select_coins,
 )
 from btcl2.federation.store import (
+    ABANDONED,
     BROADCAST,
     CONFIRMED,
     DEAD,
     DONE,
     PROPOSED,
+    REPLACED,
     SIGNED,
     CoordinatorStore,
     PayoutJournal,
@@ -103,6 +110,9 @@ class Coordinator:
         for ref, item in known.items():
             if self.store.paid(ref) is not None or ref in snap.paid:
                 continue
+            if item.amount < self.params.min_withdrawal_sats:  # a Bridge deployed with a lower minimum
+                log.warning("%s: %d sats is below min_withdrawal_sats, never paid", ref.text, item.amount)
+                continue
             out.append(item)
         out.sort(key=lambda i: i.ref.encode())
         self.pending_refs = {i.ref for i in out}
@@ -119,12 +129,22 @@ class Coordinator:
         failpoint("coordinator.proposed")
         return entry
 
-    def _build(self, items: list[PayoutItem]) -> tuple[list[int], Tx, int, PayoutOrigins]:
-        """The payout of `items` from coins at least K deep (coinbases mature), and its inputs' origins."""
+    def _build(
+        self, items: list[PayoutItem], prefer: frozenset[OutPoint] = frozenset()
+    ) -> tuple[list[int], Tx, int, PayoutOrigins]:
+        """The payout of `items` from coins at least K deep (coinbases mature), and its inputs' origins.
+
+        With `prefer` (the inputs of an abandoned payout), the coins are chosen among those alone when they
+        suffice: the replacement then spends one of the abandoned payout's inputs, the conflict signers need.
+        """
         depth = input_depth(self.config.min_input_confirmations, self.params)
         coins = self.bitcoin.federation_coins(depth)
-        selected = select_coins(coins, items, self.params, self.config.fee_rate)
-        tx = build_payout(items, selected, self.params, self.config.fee_rate)
+        rate = self.config.fee_rate
+        try:
+            selected = select_coins([c for c in coins if c.outpoint in prefer], items, self.params, rate)
+        except InsufficientFunds:
+            selected = select_coins(coins, items, self.params, rate)
+        tx = build_payout(items, selected, self.params, rate)
         value = {c.outpoint: c.amount for c in selected}
         amounts = [value[i.prevout] for i in tx.vin]
         fee = sum(amounts) - sum(o.value for o in tx.vout)
@@ -157,13 +177,51 @@ class Coordinator:
         log.warning("payout %d is dead: %s", entry.number, reason)
         failpoint("coordinator.dead")
 
-    def rebuild(self, dead: PayoutJournal) -> PayoutJournal:
-        """Journal a new payout of the dead one's withdrawals from other coins, in the same write."""
-        amounts, tx, fee, origins = self._build(dead.items)
-        entry = self.store.propose(dead.items, amounts, tx, fee, time.time(), origins, dead)
-        log.warning("payout %d rebuilds dead payout %d: %s", entry.number, dead.number, tx.txid_hex)
+    def rebuild(self, dead: PayoutJournal) -> PayoutJournal | None:
+        """Journal a new payout of a dead (or abandoned) one's withdrawals in the same write; None when an
+        abandoned payout leaves nothing to pay (the in-flight slot is then cleared)."""
+        items = [i for i in dead.items if i.ref.text not in dead.vanished]
+        if not items:
+            self.store.close_abandoned(dead)
+            log.warning("payout %d abandoned with nothing left to pay", dead.number)
+            return None
+        prefer = frozenset(i.prevout for i in dead.current.tx.vin) if dead.state == ABANDONED else frozenset()
+        amounts, tx, fee, origins = self._build(items, prefer)
+        entry = self.store.propose(items, amounts, tx, fee, time.time(), origins, dead)
+        log.warning("payout %d replaces %s payout %d: %s", entry.number, dead.state, dead.number, tx.txid_hex)
         failpoint("coordinator.rebuilt")
         return entry
+
+    # --- abandoned payouts ---------------------------------------------------------------------------
+
+    def _vanished(self, entry: PayoutJournal) -> dict[str, str]:
+        """Ref text -> why, for each withdrawal of `entry` its chain's final view no longer holds as built."""
+        snap = self.l2.snapshot()
+        evm = self.evm.withdrawals() if self.evm is not None else None
+        gone = {}
+        for item in entry.items:
+            view = snap.final if item.ref.kind == WithdrawalKind.L2 else evm
+            if view is not None and view.get(item.ref) != item:
+                gone[item.ref.text] = (
+                    "not in the coordinator's final view (a reorg deeper than the finality depth?)"
+                )
+        return gone
+
+    def abandon(self, entry: PayoutJournal, refused: list[str]) -> bool:
+        """Journal a never-broadcast payout ABANDONED when the coordinator's own final view agrees with the
+        signers that one of its withdrawals is gone; True when it did."""
+        if entry.broadcast_height is not None or any(v.signed_hex for v in entry.variants):
+            return False  # a broadcast variant may still confirm: only a proof of death ends it
+        gone = self._vanished(entry)
+        if not gone:
+            return False
+        entry.state, entry.vanished = ABANDONED, sorted(gone)
+        entry.dead_reason = "; ".join(f"{r} {why}" for r, why in sorted(gone.items()))
+        entry.dead_reason += f"; signers refused: {' | '.join(refused)}"
+        self.store.save(entry)
+        log.warning("payout %d abandoned before broadcast: %s", entry.number, entry.dead_reason)
+        failpoint("coordinator.abandoned")
+        return True
 
     # --- signatures --------------------------------------------------------------------------------
 
@@ -171,6 +229,7 @@ class Coordinator:
         """Ask signers until M valid signatures are journaled; Temporary while fewer."""
         variant = entry.current
         m = self.params.federation_m
+        unknown: list[str] = []
         for endpoint in self.config.signers:
             if len(variant.signatures) >= m:
                 break
@@ -184,6 +243,8 @@ class Coordinator:
                 log.warning(
                     "payout %d refused by %s: %s", entry.number, endpoint.url, self.refusals[endpoint.url]
                 )
+                if answer.get("error") == "UnknownWithdrawal":
+                    unknown.append(self.refusals[endpoint.url])
                 continue
             pubkey = bytes.fromhex(str(answer.get("pubkey", "")))
             sigs = [bytes.fromhex(s) for s in answer.get("signatures", [])]
@@ -193,6 +254,8 @@ class Coordinator:
             variant.signatures[pubkey.hex()] = [s.hex() for s in sigs]
             self.store.save(entry)
         if len(variant.signatures) < m:
+            if unknown and self.abandon(entry, unknown):
+                return
             raise Temporary(f"payout {entry.number}: {len(variant.signatures)} of {m} signatures")
         sigs_by_key = {bytes.fromhex(k): [bytes.fromhex(s) for s in v] for k, v in variant.signatures.items()}
         variant.signed_hex = finalize(variant.tx, sigs_by_key, self.params).hex()
@@ -268,7 +331,7 @@ class Coordinator:
         n = len(entry.items)
         vsize = estimate_vsize(len(old.tx.vin), old.tx.vout, self.params)
         fee = min(max(old.fee + vsize, old.fee * 3 // 2), self.config.max_fee_rate * vsize)
-        change = sum(entry.amounts) - sum(i.amount for i in entry.items) - fee
+        change = sum(entry.amounts) - paid_total(entry.items, self.params) - fee
         if fee <= old.fee or change < 0:
             log.warning("payout %d: cannot bump the fee further", entry.number)
             return
@@ -368,10 +431,15 @@ class Coordinator:
             reason = self._death(entry)
             if reason is not None:
                 self.mark_dead(entry, reason)
-        if entry.state == DEAD:
-            entry = self.rebuild(entry)
+        if entry.state in REPLACED:
+            rebuilt = self.rebuild(entry)
+            if rebuilt is None:
+                return True
+            entry = rebuilt
         if entry.state == PROPOSED:
             self.collect(entry)
+            if entry.state == ABANDONED:
+                return True
         if entry.state == SIGNED:
             self.broadcast(entry)
         elif entry.state == BROADCAST:
@@ -386,6 +454,8 @@ class Coordinator:
         """requested / signed k/M / broadcast / confirmed, with the Bitcoin txid; None when unknown."""
         m = self.params.federation_m
         entry = self.store.payout_of(ref)
+        if entry is not None and entry.state == ABANDONED and ref.text in entry.vanished:
+            entry = None if ref in self.pending_refs else entry  # it came back: requested again
         if entry is None:
             if ref in self.pending_refs:
                 return {"id": ref.text, "status": "requested", "signatures": 0, "m": m, "txid": None}
@@ -401,6 +471,7 @@ class Coordinator:
             CONFIRMED: "confirmed",
             DONE: "confirmed",
             DEAD: "rebuilding",
+            ABANDONED: "abandoned",
         }[entry.state]
         found: dict[str, Any] = {
             "id": ref.text,
@@ -422,12 +493,17 @@ class Coordinator:
     def _dead_history(self, entry: PayoutJournal) -> list[dict[str, Any]]:
         """The dead payouts this one rebuilt (or this one, when dead), newest first, with the reasons."""
         out = []
-        cursor: PayoutJournal | None = entry if entry.state == DEAD else None
+        cursor: PayoutJournal | None = entry if entry.state in REPLACED else None
         if cursor is None and entry.predecessor is not None:
             cursor = self.store.payout(entry.predecessor)
         while cursor is not None:
             out.append(
-                {"payout": cursor.number, "txid": cursor.current.tx.txid_hex, "reason": cursor.dead_reason}
+                {
+                    "payout": cursor.number,
+                    "txid": cursor.current.tx.txid_hex,
+                    "state": cursor.state,
+                    "reason": cursor.dead_reason,
+                }
             )
             cursor = None if cursor.predecessor is None else self.store.payout(cursor.predecessor)
         return out

@@ -3,8 +3,9 @@
 
 A payout P is dead when, on the best chain and at least K blocks deep, either
 
-* one of P's inputs is spent by a transaction that pays none of P's withdrawals (so it is no variant of
-  P), or
+* one of P's inputs is spent by a transaction that does not pay all of P's withdrawals (so it is no
+  variant of P; one that pays some of them, e.g. a replacement of an abandoned payout, leaves the others
+  unpaid, and signers refuse to pay the paid ones again), or
 * one of the inputs of the transaction D that created a P input is spent by a transaction other than D
   (D, and with it P's input, can then never be in this chain: a reorg double-spent the deposit).
 
@@ -116,7 +117,7 @@ def _conflict(
     inputs = {i.prevout for i in payout.vin}
     for txin in t.vin:
         where = f"{txin.prevout.txid_hex}:{txin.prevout.vout}"
-        if txin.prevout in inputs and not refs & set(paid_refs(t, params)):
+        if txin.prevout in inputs and not refs <= set(paid_refs(t, params)):
             return f"its input {where} is spent by {t.txid_hex}"
         for origin in origins.inputs:
             if txin.prevout in origin.spends and t.txid != origin.outpoint.txid:

@@ -5,13 +5,15 @@ A payout spends federation outputs and pays a batch of withdrawals:
 
 * version 2, locktime 0, every input's sequence 0xfffffffd (replaceable: payouts are fee-bumped by RBF);
 * inputs sorted by outpoint (txid in internal byte order, then vout), each spending the federation's P2WSH;
-* one output per withdrawal, exactly `amount` to exactly `script`, in the order of the withdrawal refs;
+* one output per withdrawal, exactly `amount - withdrawal_fee_sats` to exactly `script`, in the order of
+  the withdrawal refs;
 * then at most one change output to the federation's scriptPubKey;
 * then the payout tag `OP_RETURN <"BL2P" || 0x01 || count u16 || ref ...>` naming every withdrawal paid,
   in the same order, so that Bitcoin alone shows which withdrawal each output pays.
 
-The Bitcoin fee is paid from the change (never from the withdrawals): a withdrawal of `amount` receives
-exactly `amount`, and an RBF replacement keeps every payout output and only lowers the change.
+Every withdrawal pays the protocol's `withdrawal_fee_sats` (kept by the federation, see `paid_value`),
+which funds the payout's Bitcoin fee; the mining fee itself comes out of the change, and an RBF
+replacement keeps every payout output and only lowers the change.
 """
 
 import struct
@@ -111,12 +113,21 @@ class PayoutItem:
     script: bytes
     """The scriptPubKey it names."""
     amount: int
-    """Satoshis it is owed (paid in full)."""
+    """Satoshis it requested (the payout output is this less the withdrawal fee, `paid_value`)."""
 
-    @property
-    def txout(self) -> TxOut:
+    def txout(self, params: Params) -> TxOut:
         """The payout output."""
-        return TxOut(self.amount, self.script)
+        return TxOut(paid_value(self.amount, params), self.script)
+
+
+def paid_value(amount: int, params: Params) -> int:
+    """What a withdrawal of `amount` receives on Bitcoin: `amount - withdrawal_fee_sats`."""
+    return amount - params.withdrawal_fee_sats
+
+
+def paid_total(items: list[PayoutItem] | tuple[PayoutItem, ...], params: Params) -> int:
+    """The sum of the payout outputs of `items`."""
+    return sum(paid_value(i.amount, params) for i in items)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +202,7 @@ def estimate_vsize(n_inputs: int, outputs: list[TxOut] | tuple[TxOut, ...], para
 
 
 def _outputs(items: list[PayoutItem], change: int | None, params: Params) -> list[TxOut]:
-    outs = [i.txout for i in items]
+    outs = [i.txout(params) for i in items]
     if change is not None:
         outs.append(TxOut(change, params.federation_script_pubkey))
     outs.append(TxOut(0, encode_tag([i.ref for i in items])))
@@ -226,7 +237,7 @@ def build_payout(
     ordered = sort_items(items)
     inputs = sorted({c.outpoint: c for c in coins}.values(), key=lambda c: c.outpoint.encode())
     total_in = sum(c.amount for c in inputs)
-    total_out = sum(i.amount for i in ordered)
+    total_out = paid_total(ordered, params)
     fee = fee_rate * estimate_vsize(len(inputs), _outputs(ordered, 0, params), params)
     change: int | None = total_in - total_out - fee
     assert change is not None
@@ -246,7 +257,7 @@ def select_coins(
 ) -> list[FederationCoin]:
     """Deterministic coin selection: largest first (ties by outpoint) until withdrawals, fee and change fit."""
     ordered = sort_items(items)
-    need = sum(i.amount for i in ordered)
+    need = paid_total(ordered, params)
     chosen: list[FederationCoin] = []
     for coin in sorted(available, key=lambda c: (-c.amount, c.outpoint.encode())):
         chosen.append(coin)
@@ -264,7 +275,7 @@ class ParsedPayout:
     tx: Tx
     """The unsigned transaction."""
     items: tuple[PayoutItem, ...]
-    """The withdrawals it pays, in order."""
+    """The withdrawals it pays, in order, each with the amount its output implies (value + withdrawal fee)."""
     change: int | None
     """The change output's value, None without one."""
     fee: int
@@ -314,7 +325,10 @@ def parse_payout(tx: Tx, amounts: list[int] | tuple[int, ...], params: Params) -
         if body[-1].script_pubkey != params.federation_script_pubkey or body[-1].value < min_change(params):
             raise NotCanonical("the output after the withdrawals must be change to the federation")
         change = body[-1].value
-    items = tuple(PayoutItem(r, o.script_pubkey, o.value) for r, o in zip(refs, body, strict=False))
+    # Each output pays its withdrawal's amount less the withdrawal fee: the item carries the amount it
+    # implies, which the signer compares with the request (WrongPayout when they differ).
+    fee_w = params.withdrawal_fee_sats
+    items = tuple(PayoutItem(r, o.script_pubkey, o.value + fee_w) for r, o in zip(refs, body, strict=False))
     for item in items:
         if item.script == params.federation_script_pubkey:
             raise NotCanonical(f"withdrawal {item.ref.text} pays the federation itself")

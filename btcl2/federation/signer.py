@@ -112,16 +112,16 @@ class Signer:
             check_inputs(parsed, self._views, self._params, self.policy)
             check_withdrawals(parsed, self._views, self._params)
             check_fee(parsed, self.policy)
-            rebuilt = check_history(parsed, self._store, self._dead)
+            supersedes = check_history(parsed, self._store, self._dead)
             if self._store.signed(tx.txid) is None:
                 origins = self._views.origins([i.prevout for i in tx.vin])
                 refs = tuple(i.ref for i in parsed.items)
-                self._store.record(SignedPayout(parsed.tx, parsed.fee), refs, origins, rebuilt)
-            if rebuilt:
+                self._store.record(SignedPayout(parsed.tx, parsed.fee), refs, origins, supersedes)
+            if supersedes:
                 log.info(
-                    "payout %s rebuilds dead payout(s) %s",
+                    "payout %s supersedes payout(s) %s",
                     tx.txid_hex,
-                    ", ".join(t[::-1].hex() for t in rebuilt),
+                    ", ".join(t[::-1].hex() for t in supersedes),
                 )
             sigs = tuple(
                 self._key.sign_ecdsa(input_sighash(tx, i, a, self._params)) + bytes([SIGHASH_ALL])

@@ -7,7 +7,8 @@ Signer (prefixes in btcl2/storage/schema.py):
     Fi + outpoint  -> txid                                        the last payout signed spending an input
     Fm             -> height u32 BE                               record rebuilt from the chain (signer.py)
     Fo + txid      -> JSON PayoutOrigins                          tip and input origins seen when signing
-    Fb + txid      -> txid || ...                                 the dead payouts it rebuilt (if any)
+    Fb + txid      -> txid || ...                                 the payouts signed before for its withdrawals
+                                                                  or inputs, which it supersedes (if any)
 
 Coordinator:
 
@@ -78,8 +79,9 @@ class SignerStore:
         raw = self._db.get(S.FED_SIGNED_ORIGINS + txid)
         return None if raw is None else PayoutOrigins.from_json(json.loads(raw))
 
-    def rebuilt(self, txid: bytes) -> tuple[bytes, ...]:
-        """The dead payouts that payout `txid` was signed to replace."""
+    def supersedes(self, txid: bytes) -> tuple[bytes, ...]:
+        """The payouts signed before for the withdrawals or inputs of payout `txid` (fee bumps, conflicting
+        replacements, dead payouts it rebuilds)."""
         raw = self._db.get(S.FED_SIGNED_REBUILD + txid) or b""
         return tuple(raw[i : i + 32] for i in range(0, len(raw), 32))
 
@@ -88,17 +90,17 @@ class SignerStore:
         payout: SignedPayout,
         refs: tuple[WithdrawalRef, ...],
         origins: PayoutOrigins | None = None,
-        rebuilt: tuple[bytes, ...] = (),
+        supersedes: tuple[bytes, ...] = (),
     ) -> None:
-        """Remember a signed payout, its withdrawals, inputs, their origins and the dead payouts it
-        rebuilds, in one synced write."""
+        """Remember a signed payout, its withdrawals, inputs, their origins and the payouts it supersedes,
+        in one synced write."""
         txid = payout.tx.txid
         with self._db.batch() as wb:
             wb.put(S.FED_SIGNED + txid, payout.encode())
             if origins is not None:
                 wb.put(S.FED_SIGNED_ORIGINS + txid, json.dumps(origins.to_json()).encode())
-            if rebuilt:
-                wb.put(S.FED_SIGNED_REBUILD + txid, b"".join(rebuilt))
+            if supersedes:
+                wb.put(S.FED_SIGNED_REBUILD + txid, b"".join(supersedes))
             for ref in refs:
                 wb.put(S.FED_SIGNED_REF + ref.encode(), txid)
             for txin in payout.tx.vin:
@@ -139,6 +141,11 @@ CONFIRMED = "confirmed"
 DONE = "done"
 DEAD = "dead"
 """A payout that can never confirm (btcl2.federation.death); its withdrawals go into a rebuilt payout."""
+ABANDONED = "abandoned"
+"""A payout never broadcast (fewer than M signatures) that names a withdrawal gone from its chain's final
+view; the rest of its withdrawals go into a replacement spending one of its inputs."""
+REPLACED = (DEAD, ABANDONED)
+"""States whose withdrawals are carried on by another payout."""
 
 
 @dataclass
@@ -174,7 +181,7 @@ class PayoutJournal:
     number: int
     """Payout sequence number."""
     state: str
-    """PROPOSED, SIGNED, BROADCAST, CONFIRMED, DONE; or DEAD."""
+    """PROPOSED, SIGNED, BROADCAST, CONFIRMED, DONE; or DEAD, ABANDONED."""
     items: list[PayoutItem]
     """The withdrawals paid."""
     amounts: list[int]
@@ -199,7 +206,9 @@ class PayoutJournal:
     origins: PayoutOrigins | None = None
     """The inputs' origins seen when it was built (to prove its death later)."""
     dead_reason: str | None = None
-    """Why it can never confirm (state DEAD)."""
+    """Why it can never confirm (state DEAD), or why it was abandoned (state ABANDONED)."""
+    vanished: list[str] = field(default_factory=list)
+    """Ref texts of the withdrawals gone from their chain's final view (state ABANDONED): not carried on."""
     predecessor: int | None = None
     """The dead payout this one rebuilds."""
     rebuilt_as: int | None = None
@@ -228,6 +237,7 @@ class PayoutJournal:
             "dead_reason": self.dead_reason,
             "predecessor": self.predecessor,
             "rebuilt_as": self.rebuilt_as,
+            "vanished": self.vanished,
         }
 
     @classmethod
@@ -253,6 +263,7 @@ class PayoutJournal:
             dead_reason=d.get("dead_reason"),
             predecessor=d.get("predecessor"),
             rebuilt_as=d.get("rebuilt_as"),
+            vanished=[str(x) for x in d.get("vanished", [])],
         )
 
 
@@ -300,8 +311,8 @@ class CoordinatorStore:
         origins: PayoutOrigins | None = None,
         dead: PayoutJournal | None = None,
     ) -> PayoutJournal:
-        """Journal a new payout as the one in flight (before any signer sees it); with `dead` (a DEAD
-        entry), it rebuilds that one's withdrawals and both entries are written in the same batch."""
+        """Journal a new payout as the one in flight (before any signer sees it); with `dead` (a DEAD or
+        ABANDONED entry), it carries on that one's withdrawals and both entries are written in one batch."""
         raw = self._db.get(S.FED_COORD_META + b"next")
         number = 0 if raw is None else struct.unpack(">Q", raw)[0]
         entry = PayoutJournal(
@@ -309,7 +320,7 @@ class CoordinatorStore:
         )
         with self._db.batch() as wb:
             if dead is not None:
-                assert dead.state == DEAD
+                assert dead.state in REPLACED
                 entry.predecessor, dead.rebuilt_as = dead.number, number
                 entry.requested_at = dead.requested_at
                 wb.put(S.FED_COORD_PAYOUT + _u64(dead.number), json.dumps(dead.to_json()).encode())
@@ -329,6 +340,13 @@ class CoordinatorStore:
                 for item in entry.items:
                     wb.put(S.FED_COORD_PAID + item.ref.encode(), bytes.fromhex(entry.confirmed_txid)[::-1])
                 wb.delete(S.FED_COORD_META + b"active")
+
+    def close_abandoned(self, entry: PayoutJournal) -> None:
+        """An ABANDONED entry with nothing left to pay: rewrite it and clear the in-flight slot, in one write."""
+        assert entry.state == ABANDONED
+        with self._db.batch() as wb:
+            wb.put(S.FED_COORD_PAYOUT + _u64(entry.number), json.dumps(entry.to_json()).encode())
+            wb.delete(S.FED_COORD_META + b"active")
 
     def close(self) -> None:
         """Close the database."""

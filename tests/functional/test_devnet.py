@@ -17,7 +17,7 @@ import pytest
 
 from btcl2.bridge.artifacts import load_artifact
 from btcl2.bridge.evm import Contract, EvmClient
-from btcl2.demo import AB, AC, BC, FEE, TO_EVM, TO_L2, W_EVM, W_L2, Cli, Outcome, Scenario
+from btcl2.demo import AB, AC, BC, FEE, TO_EVM, TO_L2, W_EVM, W_L2, WITHDRAWAL_FEE, Cli, Outcome, Scenario
 from btcl2.devnet.config import read_devnet
 from btcl2.devnet.processes import belongs_to, kill_pid
 
@@ -109,14 +109,16 @@ def test_scenario_balances_on_three_chains(outcome: Outcome) -> None:
         "carol": BC + AC - W_L2 - FEE,
         "fees": 4 * FEE,
     }
-    assert out.btc["carol"] == W_L2 and out.btc["dave"] == W_EVM
+    # Each withdrawal is paid its amount less the withdrawal fee, which the federation keeps for Bitcoin fees.
+    assert out.btc["carol"] == W_L2 - WITHDRAWAL_FEE and out.btc["dave"] == W_EVM - WITHDRAWAL_FEE
     assert out.wbtc == {"dave": TO_EVM - W_EVM, "supply": TO_EVM - W_EVM}
     report = out.audit
-    assert report.payout_fees > 0
-    assert out.btc["federation"] == TO_L2 + TO_EVM - W_L2 - W_EVM - report.payout_fees
+    assert report.payout_fees > 0 and report.withdrawal_fees == 2 * WITHDRAWAL_FEE
+    assert report.fee_term >= 0, "the federation paid Bitcoin fees out of what it owes"
+    assert out.btc["federation"] == TO_L2 + TO_EVM - W_L2 - W_EVM + report.fee_term
     assert report.federation_btc == (
         report.l2_balances + report.wbtc_supply + report.pending_l2 + report.pending_evm
-        - report.payout_fees + report.uncredited
+        + report.fee_term + report.uncredited
     )  # fmt: skip
     assert report.l2_balances == sum(out.l2.values()) and report.uncredited == 0 and report.paid == 2
     assert out.ok, [what for what, ok in out.checks if not ok]

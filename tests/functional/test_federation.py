@@ -76,6 +76,8 @@ MINER = new_key()
 L2_DEST = new_key()
 L2_AMOUNT = 100_000
 BURN = 50_000
+WFEE = PARAMS.withdrawal_fee_sats
+"""Kept by the federation from every withdrawal: a payout output is the amount less this."""
 WAIT = 60.0
 
 
@@ -424,7 +426,9 @@ def test_both_kinds_paid_exactly_once(stack: Stack) -> None:
         "--json",
     )
     assert done.returncode == 0, done.stderr
-    evm_ref = WithdrawalRef.parse(json.loads(done.stdout)["id"])
+    shown = json.loads(done.stdout)
+    assert (shown["withdrawal_fee_sats"], shown["receive_sats"]) == (WFEE, BURN - WFEE), shown
+    evm_ref = WithdrawalRef.parse(shown["id"])
     (event,) = st.evm.get_events(st.dep.bridge, "WithdrawalRequested", st.dep.deploy_block)
     assert evm_ref == WithdrawalRef.evm(bytes(event.args["id"])) and evm_ref.kind == WithdrawalKind.EVM
     st.burns.append(evm_ref)
@@ -438,7 +442,7 @@ def test_both_kinds_paid_exactly_once(stack: Stack) -> None:
     assert status is not None
     assert st.evm.call(st.dep.bridge, "payoutTxid", evm_ref.id) == bytes.fromhex(status["txid"])[::-1]
     payout = Tx.from_hex(st.node.call("getrawtransaction", status["txid"]))
-    assert TxOut(BURN, dest.p2wpkh_script) in payout.vout
+    assert TxOut(BURN - WFEE, dest.p2wpkh_script) in payout.vout
     # Asked again for a paid withdrawal (a fresh transaction from another coin): refused by every signer.
     for i in (2, 3):
         code, answer = _ask(st, i, *_fed_coin_payout(st, [PayoutItem(evm_ref, dest.p2wpkh_script, BURN)]))
@@ -510,7 +514,7 @@ def test_evm_reorg_after_burn_pays_nothing_and_robs_no_one(stack: Stack) -> None
         o.script_pubkey != dave_dest.p2wpkh_script for txs in payouts.values() for t in txs for o in t.vout
     )
     (erin_payout,) = payouts[erin]
-    assert TxOut(BURN, erin_dest.p2wpkh_script) in erin_payout.vout
+    assert TxOut(BURN - WFEE, erin_dest.p2wpkh_script) in erin_payout.vout
     assert st.evm.call(st.dep.bridge, "payoutTxid", erin.id) == erin_payout.txid
     assert st.coordinator is not None and st.coordinator.poll() is None, "the coordinator stopped"
     assert (at_old_depth[0], at_old_depth[1].get("error")) == (409, "UnknownWithdrawal"), at_old_depth
@@ -560,14 +564,18 @@ def test_burn_reorged_out_after_its_payout_is_reconciled_not_fatal(stack: Stack)
     _wait(lambda: _paid(st, erin), f"payout of Erin's {erin.text}", st.node)
     assert st.coordinator is not None and st.coordinator.poll() is None, "the coordinator stopped"
     (erin_payout,) = _payouts_of(st)[erin]
-    assert TxOut(BURN // 2, erin_dest.p2wpkh_script) in erin_payout.vout
+    assert TxOut(BURN // 2 - WFEE, erin_dest.p2wpkh_script) in erin_payout.vout
     assert st.evm.call(st.dep.bridge, "payoutTxid", erin.id) == erin_payout.txid
     assert st.evm.call(st.dep.bridge, "payoutTxid", dave.id) == bytes(32)
     report = _audit(st)
     found = {(d["kind"], d["subject"]): d["detail"] for d in report["discrepancies"]}
-    assert ("paid-unknown", dave.text) in found and f"{BURN} sats" in found[("paid-unknown", dave.text)]
+    assert ("paid-unknown", dave.text) in found and f"{BURN - WFEE} sats" in found[
+        ("paid-unknown", dave.text)
+    ]
     assert set(found) == {("paid-unknown", dave.text), ("conservation", "federation BTC")}, found
     assert f"({-BURN:+d})" in found[("conservation", "federation BTC")]  # exactly Dave's gain, no one's loss
+
+
 def _whole_coin_deposit(st: Stack, pool: CoinPool, confs: int) -> tuple[Tx, Tx, str]:
     """A payment of a whole pool coin (50 BTC) to the federation, mined `confs` deep: the federation's
     largest coin. Also returns a conflicting spend of the same pool coin (kept for a reorg) and the
@@ -684,6 +692,59 @@ def test_immature_coinbase_and_shallow_coins_never_spent(stack: Stack, pool: Coi
     _wait(lambda: _paid(st, ref), f"payout of {ref.text}", st.node)
 
 
+def _stop_signer(st: Stack, i: int) -> None:
+    proc = st.signers[i - 1]
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_vanished_burn_in_an_unsigned_payout_wedges_nothing(stack: Stack) -> None:
+    """Erin's and Dave's burns are final; the coordinator proposes one payout of both and signer 2 signs it,
+    but signer 3 is down, so it is never broadcast. An EVM reorg deeper than the finality depth then removes
+    Dave's burn: every signer refuses the payout (UnknownWithdrawal). The coordinator abandons it and pays
+    Erin from a replacement that spends its input, which signer 2 signs although it signed the first one
+    (the two conflict: at most one can confirm). Dave is never paid, Erin once, and later burns too."""
+    st = stack
+    _stop_coordinator(st)
+    erin_dest, dave_dest = new_key(), new_key()
+    st.evm.transact(st.dep.wbtc, "transfer", ERIN.address, BURN, sender=USER)
+    erin, _ = _burn_ref(st, BURN, erin_dest.p2wpkh_script, sender=ERIN)
+    dave, burn_block = _burn_ref(st, 2 * BURN, dave_dest.p2wpkh_script)
+    _evm_finalize(st)
+    _stop_signer(st, 1)  # down since test_one_signer_down_still_paid; signer 2 alone signs
+    _stop_signer(st, 3)
+    _start_coordinator(st)
+    _wait(lambda: (_status(st, erin) or {}).get("signatures") == 1, "signer 2's signature")
+    first = _status(st, erin)
+    assert first is not None and first["status"] == "signing"
+    assert (_status(st, dave) or {}).get("payout") == first["payout"]
+    _stop_coordinator(st)
+    st.evm.rpc("anvil_reorg", st.evm.block_number() - burn_block + 1, [])
+    assert st.evm.call(st.dep.bridge, "withdrawalHash", dave.id) == bytes(32)
+    _restart_signer(st, 3, wipe=False)
+    proc = _start_coordinator(st, "coordinator.abandoned")  # killed right after journaling the abandonment
+    _wait(lambda: proc.poll() is not None, "the abandonment", st.node)
+    assert proc.returncode == FAILPOINT_EXIT_CODE
+    _start_coordinator(st)
+    st.burns.append(erin)
+    _wait(lambda: _paid(st, erin), f"payout of Erin's {erin.text}", st.node)
+    status = _status(st, erin)
+    assert status is not None and status["payout"] != first["payout"]
+    (abandoned,) = status["dead"]
+    assert abandoned["state"] == "abandoned" and dave.text in abandoned["reason"], abandoned
+    assert "UnknownWithdrawal" in abandoned["reason"], abandoned
+    dave_status = _status(st, dave)
+    assert dave_status is not None and dave_status["status"] == "abandoned", dave_status
+    payouts = _payouts_of(st)
+    assert dave not in payouts and len(payouts[erin]) == 1
+    assert TxOut(BURN - WFEE, erin_dest.p2wpkh_script) in payouts[erin][0].vout
+    later = _burn(st)
+    _wait(lambda: _paid(st, later), f"payout of {later.text} after the abandonment", st.node)
+    # Signer 1 is down: the replacement had signer 2's signature, given after it signed the first payout.
+    assert "supersedes payout" in (st.tmp / "signer2.log").read_text()
+
+
 def test_no_withdrawal_paid_twice(stack: Stack) -> None:
     st = stack
     seen: dict[WithdrawalRef, list[str]] = {}
@@ -695,6 +756,14 @@ def test_no_withdrawal_paid_twice(stack: Stack) -> None:
                 seen.setdefault(ref, []).append(tx.txid_hex)
     assert set(seen) == {st.l2_ref, *st.burns, *st.vanished}
     assert all(len(txids) == 1 for txids in seen.values()), seen
+    # Finding 9: after every payout so far, the withdrawal fees kept cover the Bitcoin fees paid, and the
+    # federation holds all it owes but for the burns an EVM reorg removed after their payout (beyond the model).
+    report = _audit(st)
+    terms = report["terms"]
+    assert terms["withdrawal fees kept"] == WFEE * sum(len(t) for t in seen.values())
+    assert report["fee_term"] == terms["withdrawal fees kept"] + terms["payout fees paid"] >= 0, report
+    assert terms["federation BTC (UTXO set)"] - report["owed"] == -BURN * len(st.vanished), report
+    assert "fee-deficit" not in {d["kind"] for d in report["discrepancies"]}
     for ref in st.burns:
         assert st.evm.call(st.dep.bridge, "payoutTxid", ref.id) == bytes.fromhex(seen[ref][0])[::-1]
 

@@ -31,3 +31,17 @@ def test_overrides_key_by_key() -> None:
 def test_bad_tables_are_typed_errors(table: object) -> None:
     with pytest.raises(InvalidParams):
         params_from_table(table)
+
+
+def test_min_withdrawal_must_exceed_the_withdrawal_fee_and_dust() -> None:
+    """A payout output is `amount - withdrawal_fee_sats`: the smallest withdrawal must leave more than dust."""
+    from btcl2.core.params import MAX_DUST_SATS, InvalidParams
+
+    Params(min_withdrawal_sats=2_500 + MAX_DUST_SATS + 1, withdrawal_fee_sats=2_500)
+    for bad in (
+        {"min_withdrawal_sats": 2_500 + MAX_DUST_SATS, "withdrawal_fee_sats": 2_500},
+        {"min_withdrawal_sats": 10_000, "withdrawal_fee_sats": 10_000},
+        {"withdrawal_fee_sats": -1},
+    ):
+        with pytest.raises(InvalidParams):
+            Params(**bad)  # type: ignore[arg-type]

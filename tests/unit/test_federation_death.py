@@ -47,6 +47,16 @@ def test_a_variant_of_the_payout_is_not_death() -> None:
     assert _conflict(_signed(PAYOUT), PAYOUT, REFS, ORIGINS, PARAMS) is None
 
 
+def test_a_replacement_paying_only_some_withdrawals_is_death() -> None:
+    """The replacement of an abandoned payout pays part of its withdrawals: the rest stay unpaid, so the
+    abandoned payout is dead (signers refuse to pay the paid part again: AlreadyPaid)."""
+    other = PayoutItem(WithdrawalRef.evm((8).to_bytes(32, "big")), p2wpkh(hash160(b"dave")), 70_000)
+    both = build_payout([ITEM, other], [COIN], PARAMS, 2)
+    refs = set(decode_tag(both.vout[-1].script_pubkey) or ())
+    reason = _conflict(_signed(PAYOUT), both, refs, ORIGINS, PARAMS)
+    assert reason is not None and "is spent by" in reason
+
+
 def test_a_double_spent_deposit_is_death_and_the_deposit_itself_is_not() -> None:
     reason = _conflict(_spend(DEPOSIT_INPUT), PAYOUT, REFS, ORIGINS, PARAMS)
     assert reason is not None and "can never exist" in reason

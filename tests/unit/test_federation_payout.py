@@ -11,7 +11,7 @@ from btcl2.bitcoin.script import p2wpkh
 from btcl2.bitcoin.sighash import SIGHASH_ALL
 from btcl2.bitcoin.tx import OutPoint, Tx, TxIn, TxOut
 from btcl2.bitcoin.verify import verify_input
-from btcl2.core.params import Params
+from btcl2.core.params import MAX_PAYOUT_FEE_RATE, WITHDRAWAL_VBYTES, Params
 from btcl2.errors import InvalidInput
 from btcl2.federation.errors import InsufficientFunds, NotCanonical
 from btcl2.federation.payout import (
@@ -76,7 +76,12 @@ def test_build_is_deterministic_and_parses() -> None:
     parsed = parse_payout(tx, [300_000], PARAMS)
     assert [i.ref for i in parsed.items] == sorted((i.ref for i in items), key=WithdrawalRef.encode)
     assert parsed.change is not None and parsed.fee == 2 * parsed.vsize
-    assert sum(i.amount for i in parsed.items) + parsed.change + parsed.fee == 300_000
+    fee_w = PARAMS.withdrawal_fee_sats
+    assert [o.value for o in tx.vout[:3]] == [
+        i.amount - fee_w for i in sorted(items, key=lambda i: i.ref.encode())
+    ]
+    assert [i.amount for i in parsed.items] == [o.value + fee_w for o in tx.vout[:3]]  # the amounts implied
+    assert sum(o.value for o in tx.vout[:3]) + parsed.change + parsed.fee == 300_000
     assert all(i.sequence == 0xFFFFFFFD for i in tx.vin) and tx.version == 2 and tx.locktime == 0
 
 
@@ -103,7 +108,10 @@ def test_two_of_three_signatures_verify_in_the_kernel() -> None:
     tx = build_payout([item(1, 200_000)], coins, PARAMS, 3)
     amounts = [c.amount for c in sorted(coins, key=lambda c: c.outpoint.encode())]
     sigs = {
-        k.pubkey(): [k.sign_ecdsa(input_sighash(tx, i, a, PARAMS)) + bytes([SIGHASH_ALL]) for i, a in enumerate(amounts)]
+        k.pubkey(): [
+            k.sign_ecdsa(input_sighash(tx, i, a, PARAMS)) + bytes([SIGHASH_ALL])
+            for i, a in enumerate(amounts)
+        ]
         for k in KEYS[1:]
     }
     signed = finalize(tx, sigs, PARAMS)
@@ -119,6 +127,23 @@ def test_two_of_three_signatures_verify_in_the_kernel() -> None:
 
 
 def test_unknown_output_kind_in_tag() -> None:
-    tx = Tx(2, (TxIn(coin(1, 1).outpoint, sequence=0xFFFFFFFD),), (TxOut(0, b"\x6a\x08BL2P\x01\x01\x00\x07"),), 0)
+    tx = Tx(
+        2, (TxIn(coin(1, 1).outpoint, sequence=0xFFFFFFFD),), (TxOut(0, b"\x6a\x08BL2P\x01\x01\x00\x07"),), 0
+    )
     with pytest.raises(NotCanonical):
         parse_payout(tx, [1], PARAMS)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 10, 50])
+def test_withdrawal_fees_cover_the_payout_fee_at_the_max_rate(n: int) -> None:
+    """The federation keeps `withdrawal_fee_sats` of each withdrawal: at MAX_PAYOUT_FEE_RATE, with one input
+    per withdrawal (the worst the selection does for withdrawals above the fee), the mining fee is covered,
+    so the federation never holds less than it owes (finding 9)."""
+    items = [item(i, 10_000 + i) for i in range(n)]
+    coins = [coin(i, 11_000 + i) for i in range(n)]
+    tx = build_payout(items, coins, PARAMS, MAX_PAYOUT_FEE_RATE)
+    parsed = parse_payout(tx, [c.amount for c in sorted(coins, key=lambda c: c.outpoint.encode())], PARAMS)
+    assert parsed.change is not None and parsed.fee == MAX_PAYOUT_FEE_RATE * parsed.vsize
+    # What left the federation's coins (outputs + mining fee) is at most what the withdrawals requested.
+    assert sum(parsed.amounts) - parsed.change <= sum(i.amount for i in items)
+    assert PARAMS.withdrawal_fee_sats == WITHDRAWAL_VBYTES * MAX_PAYOUT_FEE_RATE

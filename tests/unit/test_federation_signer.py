@@ -1,5 +1,6 @@
-"""Signer rules against fake node views and a real LevelDB record: each refusal is typed; RBF is the only
-second transaction a signer signs for a withdrawal."""
+"""Signer rules against fake node views and a real LevelDB record: each refusal is typed; a second
+transaction for a withdrawal or input is signed only when it conflicts with every earlier one that could
+still confirm (RBF, or a replacement of an abandoned payout spending one of its inputs) or those are dead."""
 
 import hashlib
 from dataclasses import replace
@@ -123,6 +124,8 @@ def test_refusals(setup: tuple[Signer, FakeViews]) -> None:
     cases: list[tuple[type[Exception], Tx, list[int]]] = [
         (WrongPayout, _with_output(tx, 0, TxOut(L2_ITEM.amount, stranger)), amounts),
         (WrongPayout, _with_output(tx, 0, TxOut(2 * L2_ITEM.amount, L2_ITEM.script)), amounts),
+        # The full amount, the withdrawal fee not kept: the federation would pay the Bitcoin fee from what it owes.
+        (WrongPayout, _with_output(tx, 0, TxOut(L2_ITEM.amount, L2_ITEM.script)), amounts),
         (
             UnknownWithdrawal,
             payout([replace(L2_ITEM, ref=WithdrawalRef(WithdrawalKind.L2, b"\x22" * 32))])[0],
@@ -171,16 +174,13 @@ def test_unfinal_and_diverged_l2(setup: tuple[Signer, FakeViews]) -> None:
         signer.sign(*payout([L2_ITEM]))
 
 
-def test_only_rbf_replacements(setup: tuple[Signer, FakeViews]) -> None:
+def test_only_conflicting_replacements(setup: tuple[Signer, FakeViews]) -> None:
     signer, _ = setup
     tx, amounts = payout([L2_ITEM])
     signer.sign(tx, amounts)
-    # Another transaction for the same withdrawal from another coin: refused.
+    # Another transaction for the same withdrawal from another coin: refused (both could confirm).
     with pytest.raises(ConflictingPayout):
         signer.sign(*payout([L2_ITEM], COINS[1:2]))
-    # Another withdrawal from the same coin: refused (it would replace the first payout).
-    with pytest.raises(ConflictingPayout):
-        signer.sign(*payout([EVM_ITEM]))
     # The same payouts with a lower change (higher fee): an RBF replacement, signed.
     change = tx.vout[1]
     bumped = _with_output(tx, 1, TxOut(change.value - 1_000, change.script_pubkey))
@@ -242,7 +242,7 @@ def test_rebuild_refused_while_the_first_payout_may_confirm(setup: tuple[Signer,
     signer.sign(first, amounts)
     # The first payout's input left the chain (a reorg), but nothing proves it can never come back.
     views.utxos.pop(COINS[0].outpoint)
-    with pytest.raises(ConflictingPayout, match="neither an RBF replacement"):
+    with pytest.raises(ConflictingPayout, match="spends none of its inputs"):
         signer.sign(*payout([L2_ITEM], COINS[1:2]))
     # A conflict spending a coin the first payout does not use proves nothing about it.
     views.conflicts.add(COINS[2].outpoint)
@@ -260,7 +260,7 @@ def test_rebuild_signed_once_the_first_payout_is_provably_dead(setup: tuple[Sign
     rebuilt, rebuilt_amounts = payout([L2_ITEM], COINS[1:2])
     signer.sign(rebuilt, rebuilt_amounts)
     store = signer._store
-    assert store.rebuilt(rebuilt.txid) == (first.txid,)
+    assert store.supersedes(rebuilt.txid) == (first.txid,)
     assert store.by_ref(L2_ITEM.ref) == rebuilt.txid
     # While the rebuild may confirm, no third payout of the same withdrawal is signed.
     with pytest.raises(ConflictingPayout):
@@ -282,3 +282,33 @@ def test_payout_signed_without_origins_is_never_taken_for_dead(tmp_path: Path) -
     views.conflicts.add(COINS[0].outpoint)
     with pytest.raises(ConflictingPayout):
         signer.sign(*payout([L2_ITEM], COINS[1:2]))
+
+
+def test_replacement_of_an_abandoned_payout_must_spend_one_of_its_inputs(
+    setup: tuple[Signer, FakeViews],
+) -> None:
+    """A payout of two withdrawals, signed but never broadcast, loses one (a burn gone in a deep EVM reorg):
+    a payout of the other one is signed only when it spends one of the first one's inputs."""
+    signer, views = setup
+    first, amounts = payout([L2_ITEM, EVM_ITEM])
+    signer.sign(first, amounts)
+    views.evm.pop(EVM_ITEM.ref)
+    with pytest.raises(ConflictingPayout):
+        signer.sign(*payout([L2_ITEM], COINS[1:2]))  # both could confirm: L2_ITEM paid twice
+    second, amounts = payout([L2_ITEM])  # the same coin: at most one of the two confirms
+    signer.sign(second, amounts)
+    assert signer._store.supersedes(second.txid) == (first.txid,)
+
+
+def test_a_line_of_replacements_is_checked_whole(setup: tuple[Signer, FakeViews]) -> None:
+    """A (coin 0) -> B (coins 0, 1, conflicts with A) -> C (coin 1, conflicts with B): C and A share no
+    input, so both could confirm and pay L2_ITEM twice. The signer follows B's link back to A and refuses."""
+    signer, views = setup
+    big = PayoutItem(WithdrawalRef.evm(b"\x06" * 32), p2wpkh(hash160(b"carol")), 500_000)
+    views.evm[big.ref] = big
+    signer.sign(*payout([L2_ITEM]))
+    signer.sign(*payout([L2_ITEM, big], COINS[:2]))
+    with pytest.raises(ConflictingPayout):
+        signer.sign(*payout([L2_ITEM], COINS[1:2]))
+    views.conflicts.add(COINS[0].outpoint)  # once A (and B) are provably dead, C may pay it
+    signer.sign(*payout([L2_ITEM], COINS[1:2]))

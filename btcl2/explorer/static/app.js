@@ -47,6 +47,7 @@ const TERM_LABELS = {
   l2WithdrawalsUnpaid: "+ L2 withdrawals not yet paid",
   depositsNotCredited: "+ deposits not yet credited",
   evmSide: "+ EVM side (deposits to EVM − EVM payouts)",
+  withdrawalFees: "+ withdrawal fees kept",
   payoutFees: "− payout fees",
 };
 
