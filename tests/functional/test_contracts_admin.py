@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +28,7 @@ from btcl2.bridge.artifacts import load_artifact
 from btcl2.bridge.attest import g1_eip2537
 from btcl2.bridge.deploy import REGTEST_GENESIS, BridgeConfig, InsecureDeployment, deploy_bridge_stack
 from btcl2.bridge.evm import Contract, ContractRevert, EvmClient, events_of
+from btcl2.secretfile import write_secret_file
 
 pytestmark = pytest.mark.functional
 
@@ -51,18 +53,20 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_regtest_light_client_refused_on_a_public_chain(mainnet_like: Anvil) -> None:
+def test_regtest_light_client_refused_on_a_public_chain(mainnet_like: Anvil, tmp_path: Path) -> None:
     client = EvmClient(mainnet_like.url)
+    key = tmp_path / "deployer.key"
+    write_secret_file(key, ANVIL_DEV_KEYS[0] + "\n")  # --key takes a private file, never the secret itself
     assert client.chain_id() == 1
     config = BridgeConfig.for_params(PARAMS, REGTEST_GENESIS, GUARDIAN.address, GUARDIAN.address)
     with pytest.raises(InsecureDeployment):
         deploy_bridge_stack(client, OWNER, config)
-    refused = _cli("evm", "deploy", "--evm-rpc", mainnet_like.url, "--key", ANVIL_DEV_KEYS[0])
+    refused = _cli("evm", "deploy", "--evm-rpc", mainnet_like.url, "--key", str(key))
     assert refused.returncode == 1, refused.stdout + refused.stderr
     assert "regtest" in refused.stderr and "chain id 1" in refused.stderr
     assert client.nonce(OWNER.address) == 0  # nothing was deployed
     forced = _cli(
-        "evm", "deploy", "--evm-rpc", mainnet_like.url, "--key", ANVIL_DEV_KEYS[0],
+        "evm", "deploy", "--evm-rpc", mainnet_like.url, "--key", str(key),
         "--allow-insecure-regtest", "--admin-delay", "7200", "--json",
     )  # fmt: skip
     assert forced.returncode == 0, forced.stderr
