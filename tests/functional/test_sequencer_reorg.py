@@ -13,7 +13,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -134,7 +134,7 @@ class World:
         self.anchor_all()
         doc = self.replay()
         head = self.seq.call("l2_status")
-        assert doc["last_batch"] == head["headBatch"] and doc["final_state_root"] == head["stateRoot"][2:]
+        assert doc["last_batch"] == head["headBatch"] and doc["final_state_root"] == head["stateRoot"][2:], (doc, head)
         assert [b["number"] for b in doc["applied"]] == list(range(head["headBatch"] + 1))
         for applied in doc["applied"]:
             mine_ = self.batch(applied["number"])
@@ -144,6 +144,20 @@ class World:
             )
         assert not doc["conflicts"], doc["conflicts"]
         return doc
+
+
+@pytest.fixture
+def node(node_factory: Callable[..., RegtestNode]) -> RegtestNode:
+    """A node of its own for each test, unlike other modules: a reorg leaves the old branch's anchors and
+    deposits in the node's mempool (some non-final until a later height), and mined into the next test's
+    chain they would be batches of a sequencer that test never started."""
+    return node_factory("reorg")
+
+
+@pytest.fixture
+def pool(node: RegtestNode) -> CoinPool:
+    """Mature coinbase outputs on the test's node."""
+    return CoinPool.fund(node, n_mature=10)
 
 
 @pytest.fixture
