@@ -113,9 +113,12 @@ class World:
         def anchored() -> bool:
             batch = self.batch(self.seq.call("l2_status")["headBatch"])
             status = batch["anchor"]["status"]
-            if status in ("anchored", "final"):
+            tip = self.node.call("getblockcount")
+            # An anchor is mined at origin + K at the earliest: a status claiming one sooner comes from the
+            # poster's journal of the version a roll-back replaced, before the poster's next round forgets it.
+            if status in ("anchored", "final") and tip >= batch["l1OriginHeight"] + K:
                 return True
-            if status == "broadcast" or self.node.call("getblockcount") < batch["l1OriginHeight"] + K - 1:
+            if status in ("broadcast", "anchored", "final") or tip < batch["l1OriginHeight"] + K - 1:
                 self.mine()
             return False
 
