@@ -6,8 +6,8 @@ from typing import Self
 
 from btcl2.bitcoin.hashes import sha256d
 from btcl2.bitcoin.serialize import ByteReader, ser_bytes, ser_compact_size
-from btcl2.core.hexstr import from_hex
 from btcl2.errors import DecodeError
+from btcl2.hexstr import from_hex
 
 COIN = 100_000_000
 MAX_MONEY = 21_000_000 * COIN

@@ -13,7 +13,6 @@ import coincurve
 from btcl2.bitcoin.tx import MAX_MONEY
 from btcl2.core.errors import BadSignature, MalformedEncoding, WrongChain
 from btcl2.core.hashing import keccak256
-from btcl2.core.hexstr import from_hex
 from btcl2.core.types import (
     MAX_WITHDRAWAL_SCRIPT,
     SIGNATURE_SIZE,
@@ -26,6 +25,7 @@ from btcl2.core.types import (
     Transfer,
     Withdrawal,
 )
+from btcl2.hexstr import from_hex
 
 DOMAIN_NAME = "btcl2"
 DOMAIN_VERSION = "1"

@@ -14,9 +14,9 @@ import click
 
 from btcl2.bitcoin.address import script_to_address
 from btcl2.bitcoin.rpc import RPCError
-from btcl2.core.hexstr import from_hex
 from btcl2.federation.config import CoordinatorConfig, SignerConfig, load
 from btcl2.federation.payout import WithdrawalKind, WithdrawalRef
+from btcl2.hexstr import from_hex
 from btcl2.logs import log_format_option, metrics_port_option
 from btcl2.wallet.amounts import format_btc, parse_amount, parse_sats
 from btcl2.wallet.clicommon import (

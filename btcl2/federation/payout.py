@@ -25,11 +25,11 @@ from btcl2.bitcoin.script import dust_threshold, push_data
 from btcl2.bitcoin.serialize import ByteReader, ser_compact_size
 from btcl2.bitcoin.sighash import SIGHASH_ALL, segwit_v0_sighash
 from btcl2.bitcoin.tx import MAX_MONEY, OutPoint, Tx, TxIn, TxOut
-from btcl2.core.hexstr import from_hex
 from btcl2.core.params import Params
 from btcl2.core.types import decode_exact
 from btcl2.errors import InvalidInput
 from btcl2.federation.errors import InsufficientFunds, NotCanonical
+from btcl2.hexstr import from_hex
 
 PAYOUT_VERSION = 2
 """nVersion of every payout."""

@@ -29,7 +29,6 @@ from btcl2.bitcoin.rpc import RPCError, SyncBitcoinRPC
 from btcl2.bitcoin.sighash import SIGHASH_ALL
 from btcl2.bitcoin.tx import OutPoint, Tx
 from btcl2.bridge.evm import EvmClient
-from btcl2.core.hexstr import from_hex
 from btcl2.errors import BtcL2Error, DecodeError, InvalidInput
 from btcl2.federation.attest import AttestationRefused, BatchAttester, load_attestation_secret
 from btcl2.federation.checks import SignerPolicy, check_fee, check_history, check_inputs, check_withdrawals
@@ -40,6 +39,7 @@ from btcl2.federation.payout import PayoutItem, WithdrawalRef, input_sighash, pa
 from btcl2.federation.rebuild import rebuild_signed_record
 from btcl2.federation.store import SignedPayout, SignerStore
 from btcl2.federation.views import BitcoinView, EvmView, L2Snapshot, L2View, Utxo
+from btcl2.hexstr import from_hex
 from btcl2.httpguard import clip, guarded_app
 
 log = logging.getLogger("btcl2.signer")

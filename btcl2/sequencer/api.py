@@ -21,7 +21,6 @@ from btcl2 import httpguard, jsonbody
 from btcl2.bitcoin import address as btc_address
 from btcl2.bitcoin.tx import OutPoint
 from btcl2.core.hashing import keccak256
-from btcl2.core.hexstr import from_hex
 from btcl2.core.state import Account
 from btcl2.core.types import (
     MAX_WITHDRAWAL_SCRIPT,
@@ -34,6 +33,7 @@ from btcl2.core.types import (
     Withdrawal,
 )
 from btcl2.errors import BtcL2Error, InvalidInput
+from btcl2.hexstr import from_hex
 from btcl2.sequencer.fees import FeeTooLow
 from btcl2.sequencer.service import NotFound, Sequencer, TxView
 

@@ -18,12 +18,12 @@ from btcl2.bitcoin.block import Block, BlockHeader
 from btcl2.bitcoin.hashes import sha256d
 from btcl2.bitcoin.tx import Tx
 from btcl2.bridge.spv import BadSpvProof, MintProof, check_mint_proof, mint_proof
-from btcl2.core.hexstr import from_hex
 from btcl2.core.merkle import merkle_branch, verify_branch
 from btcl2.core.params import Params
 from btcl2.core.smt import Proof, verify_proof
 from btcl2.core.state import Account
 from btcl2.core.types import BatchHeader
+from btcl2.hexstr import from_hex
 from btcl2.status.lifecycle import Lifecycle
 from btcl2.status.lookup import Sources
 

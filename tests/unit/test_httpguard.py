@@ -10,9 +10,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from btcl2.bitcoin.tx import OutPoint
-from btcl2.core.hexstr import from_hex
 from btcl2.errors import InvalidInput
 from btcl2.federation.payout import WithdrawalRef
+from btcl2.hexstr import from_hex
 from btcl2.httpguard import MAX_MESSAGE, RateLimiter, Snapshot, client_key, clip, guarded_app
 
 
