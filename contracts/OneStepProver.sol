@@ -54,6 +54,7 @@ contract OneStepProver {
     uint8 internal constant WITHDRAWALS_ROOT_MISMATCH = 9;
     uint8 internal constant POST_STATE_ROOT_MISMATCH = 10;
     uint8 internal constant EXITS_ROOT_MISMATCH = 11;
+    uint8 internal constant ZERO_RECIPIENT = 12;
 
     uint256 internal constant MAX_MONEY = 21_000_000 * 100_000_000;
     uint256 internal constant MAX_NONCE = type(uint64).max;
@@ -436,7 +437,8 @@ contract OneStepProver {
         }
     }
 
-    /// @dev The withdrawal or exit leaf of a transaction, after its script and dust checks.
+    /// @dev The withdrawal or exit leaf of a transaction, after transition.operation_records' checks (script,
+    /// recipient, dust).
     function _records(bytes calldata raw, Tx memory t, bytes32 txHash, address sender, Run memory run)
         internal
         view
@@ -454,7 +456,9 @@ contract OneStepProver {
                 );
             }
         } else if (t.kind == 3) {
-            if (t.amount < minWithdrawalSats) {
+            if (t.to == address(0)) {
+                run.reason = ZERO_RECIPIENT;
+            } else if (t.amount < minWithdrawalSats) {
                 run.reason = DUST_AMOUNT;
             } else {
                 eLeaf = keccak256(abi.encodePacked(txHash, sender, _toLe64(t.amount), t.to));

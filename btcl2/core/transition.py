@@ -108,6 +108,27 @@ def _debit_sender(journal: Journal, sender: Address20, nonce: int, amount: int, 
     return Account(Sats(account.balance - amount - fee), account.nonce + 1)
 
 
+def operation_records(
+    signed: SignedTx, sender: Address20, params: Params
+) -> tuple[WithdrawalRecord | None, ExitRecord | None]:
+    """The withdrawal or exit record a transaction produces, after the checks that depend on it alone: a
+    withdrawal's script and dust limit, an exit's recipient and dust limit. Raises NonStandardScript,
+    DustAmount or ZeroRecipient. The one statement of these rules: execute_transaction and the fault-proof
+    step model (btcl2/core/fault) both call it."""
+    tx = signed.tx
+    if isinstance(tx, Withdrawal):
+        check_withdrawal_script(tx.script)
+        if tx.amount < params.min_withdrawal_sats:
+            raise DustAmount(f"withdrawal of {tx.amount} below minimum {params.min_withdrawal_sats}")
+        return WithdrawalRecord(signed.tx_hash, sender, tx.amount, tx.script), None
+    if isinstance(tx, ExitToEvm):
+        check_exit_recipient(tx.evm_address)
+        if tx.amount < params.min_withdrawal_sats:
+            raise DustAmount(f"exit of {tx.amount} below minimum {params.min_withdrawal_sats}")
+        return None, ExitRecord(signed.tx_hash, sender, tx.amount, tx.evm_address)
+    return None, None
+
+
 def execute_transaction(
     journal: Journal, signed: SignedTx, params: Params, sender: Address20 | None = None
 ) -> Receipt:
@@ -119,18 +140,7 @@ def execute_transaction(
     if sender is None:
         sender = recover_sender(signed, params.l2_chain_id)
     tx = signed.tx
-    record: WithdrawalRecord | None = None
-    if isinstance(tx, Withdrawal):
-        check_withdrawal_script(tx.script)
-        if tx.amount < params.min_withdrawal_sats:
-            raise DustAmount(f"withdrawal of {tx.amount} below minimum {params.min_withdrawal_sats}")
-        record = WithdrawalRecord(signed.tx_hash, sender, tx.amount, tx.script)
-    exit_record: ExitRecord | None = None
-    if isinstance(tx, ExitToEvm):
-        check_exit_recipient(tx.evm_address)
-        if tx.amount < params.min_withdrawal_sats:
-            raise DustAmount(f"exit of {tx.amount} below minimum {params.min_withdrawal_sats}")
-        exit_record = ExitRecord(signed.tx_hash, sender, tx.amount, tx.evm_address)
+    record, exit_record = operation_records(signed, sender, params)
     writes = {sender: _debit_sender(journal, sender, tx.nonce, tx.amount, tx.fee)}
     if isinstance(tx, Transfer):
         _credit(journal, writes, tx.to, tx.amount)

@@ -20,6 +20,7 @@ from btcl2.core.errors import (
     InsufficientBalance,
     NonStandardScript,
     TooManyTransactions,
+    ZeroRecipient,
 )
 from btcl2.core.fault.model import Reason
 from btcl2.core.params import Params
@@ -75,6 +76,7 @@ REASON_OF: dict[type[InvalidInput], Reason] = {
     BadNonce: Reason.BAD_NONCE,
     InsufficientBalance: Reason.INSUFFICIENT_BALANCE,
     TooManyTransactions: Reason.TOO_MANY_TRANSACTIONS,
+    ZeroRecipient: Reason.ZERO_RECIPIENT,
 }
 
 
@@ -87,7 +89,7 @@ class OpSpec:
     key: int
     """Signer (index into KEYS), or the deposit's recipient index."""
     to: int
-    """Recipient index into the batch's address pool."""
+    """Recipient index into the batch's address pool; for an exit, ZERO_TO names the zero address."""
     amount: int
     fee: int
     script: int
@@ -96,6 +98,10 @@ class OpSpec:
     """Added to the right nonce (a nonce gap or a replay when not 0)."""
     sig_fault: str
     """One of SIG_FAULTS."""
+
+
+ZERO_TO = -1
+"""OpSpec.to of an exit to the EVM's zero address (ZeroRecipient)."""
 
 
 def _amount(rng: random.Random) -> int:
@@ -113,7 +119,7 @@ def spec_from_seed(seed: int) -> OpSpec:
     return OpSpec(
         kind=rng.choice(["deposit", "transfer", "transfer", "transfer", "withdrawal", "exit"]),
         key=rng.randrange(len(KEYS)),
-        to=rng.randrange(41),
+        to=rng.randrange(41) if rng.random() < 0.97 else ZERO_TO,
         amount=_amount(rng),
         fee=rng.randint(0, 500) if rng.random() < 0.96 else rng.choice([MAX_MONEY, MAX_MONEY - 100]),
         script=rng.randrange(5) if rng.random() < 0.95 else rng.randrange(len(SCRIPTS)),
@@ -182,7 +188,8 @@ def _tx_of(spec: OpSpec, pool: list[Address20], nonce: int) -> L2Tx:
         return Transfer(pool[spec.to % len(pool)], amount, fee, nonce)
     if spec.kind == "withdrawal":
         return Withdrawal(amount, fee, nonce, SCRIPTS[spec.script])
-    return ExitToEvm(amount, fee, nonce, pool[spec.to % len(pool)])
+    to = Address20(bytes(20)) if spec.to == ZERO_TO else pool[spec.to % len(pool)]
+    return ExitToEvm(amount, fee, nonce, to)
 
 
 def first_failure(state: State, batch: Batch, params: Params = PARAMS) -> tuple[int, InvalidInput] | None:
@@ -301,6 +308,7 @@ FAULTS = {
     "fee_account_overflow": (_spec(to=1, amount=1, fee=1, key=1), Reason.AMOUNT_OVERFLOW),
     "dust_withdrawal": (_spec("withdrawal", amount=9_999), Reason.DUST_AMOUNT),
     "dust_exit": (_spec("exit", amount=9_999), Reason.DUST_AMOUNT),
+    "zero_recipient_exit": (_spec("exit", to=ZERO_TO), Reason.ZERO_RECIPIENT),
     "nonstandard_script": (_spec("withdrawal", script=5), Reason.NON_STANDARD_SCRIPT),
     "empty_script": (_spec("withdrawal", script=7), Reason.NON_STANDARD_SCRIPT),
     "dust_deposit": (_spec("deposit", amount=9_999), Reason.DUST_AMOUNT),

@@ -8,7 +8,7 @@ one account against the current root, in the order transition.py's writes would 
 
 from btcl2.bitcoin.tx import MAX_MONEY
 from btcl2.core.eip712 import recover_sender
-from btcl2.core.errors import BadSignature, MalformedEncoding, NonStandardScript
+from btcl2.core.errors import BadSignature, DustAmount, MalformedEncoding, NonStandardScript, ZeroRecipient
 from btcl2.core.fault.model import (
     CONTEXT_SIZE,
     STATE_SIZE,
@@ -27,18 +27,14 @@ from btcl2.core.hashing import keccak256
 from btcl2.core.merkle import merkle_root
 from btcl2.core.params import Params
 from btcl2.core.state import Account
-from btcl2.core.transition import MAX_NONCE, check_withdrawal_script
+from btcl2.core.transition import MAX_NONCE, operation_records
 from btcl2.core.types import (
     Address20,
     DepositCredit,
-    ExitRecord,
-    ExitToEvm,
     Hash32,
     Sats,
     SignedTx,
     Transfer,
-    Withdrawal,
-    WithdrawalRecord,
 )
 
 DEPOSIT_SIZE = 64
@@ -58,21 +54,19 @@ def _credit(ledger: Ledger, address: Address20, amount: int) -> Reason | None:
 
 
 def _records(signed: SignedTx, sender: Address20, params: Params) -> Leaves | Reason:
-    """The leaves a withdrawal or exit adds, after its script and dust checks."""
-    tx = signed.tx
-    if isinstance(tx, Withdrawal):
-        try:
-            check_withdrawal_script(tx.script)
-        except NonStandardScript:
-            return Reason.NON_STANDARD_SCRIPT
-        if tx.amount < params.min_withdrawal_sats:
-            return Reason.DUST_AMOUNT
-        return withdrawal_leaf(WithdrawalRecord(signed.tx_hash, sender, tx.amount, tx.script)), None
-    if isinstance(tx, ExitToEvm):
-        if tx.amount < params.min_withdrawal_sats:
-            return Reason.DUST_AMOUNT
-        return None, ExitRecord(signed.tx_hash, sender, tx.amount, tx.evm_address).leaf
-    return None, None
+    """The leaves a withdrawal or exit adds, after transition.operation_records' checks."""
+    try:
+        record, exit_record = operation_records(signed, sender, params)
+    except NonStandardScript:
+        return Reason.NON_STANDARD_SCRIPT
+    except DustAmount:
+        return Reason.DUST_AMOUNT
+    except ZeroRecipient:
+        return Reason.ZERO_RECIPIENT
+    return (
+        None if record is None else withdrawal_leaf(record),
+        None if exit_record is None else exit_record.leaf,
+    )
 
 
 def run_transaction(ledger: Ledger, tx_bytes: bytes, params: Params) -> Leaves | Reason:

@@ -52,6 +52,8 @@ class Reason(IntEnum):
     """The header's post_state_root is not the state root after the last operation (seal step)."""
     EXITS_ROOT_MISMATCH = 11
     """The claimed exits root is not the root of the exits executed (seal step)."""
+    ZERO_RECIPIENT = 12
+    """An exit names the zero address as its EVM recipient (no WBTC could ever be minted for it)."""
 
 
 @dataclass(frozen=True, slots=True)
