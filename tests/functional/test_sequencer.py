@@ -359,10 +359,12 @@ def test_kill9_mid_stream(seq: SequencerProcess, node: RegtestNode, pool: CoinPo
         assert (t["status"], t["batch"], t["index"]) == ("sealed", number, index)
     # No accepted transaction is lost: those not sealed before the kill are pending again (the mempool is
     # mirrored in the database by writes that outlive the process), in nonce order after the sealed ones.
+    # The one transaction in flight at the kill may have been accepted (and so kept) without its answer
+    # reaching the stream: it is in no list here, but its nonce counts.
     sealed = seq.call("l2_getBalance", sender)["nonce"]
-    assert sealed >= len(seen_sealed)
+    assert len(seen_sealed) <= sealed <= len(sent) + 1
     statuses = [seq.call("l2_getTransaction", h)["status"] for h in sent]
-    assert statuses[:sealed] == ["sealed"] * sealed
+    assert statuses[: min(sealed, len(sent))] == ["sealed"] * min(sealed, len(sent))
     assert set(statuses[sealed:]) <= {"pending", "sealed"}, statuses[sealed:]
     nonce = seq.call("l2_getNonce", sender)
     assert nonce >= len(sent)
